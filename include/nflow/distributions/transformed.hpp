@@ -1,0 +1,80 @@
+// A density model: a base distribution pushed through a bijector.
+#pragma once
+
+#include <string>
+#include <utility>
+
+#include "nflow/distributions/standard_normal.hpp"
+#include "nflow/flow.hpp"
+
+namespace nflow {
+
+/**
+ * \brief p_X for x = f(z), z ~ base:
+ *   log p_X(x) = log p_Z(f^{-1}(x)) + log|det df^{-1}/dx|.
+ *
+ * log_prob runs the flow's inverse; sample and sample_and_log_prob run only its forward
+ * (so they work for chains of planar layers without any root finding):
+ *   log p_X(f(z)) = log p_Z(z) - log|det df/dz|.
+ */
+template <class B, class BaseDist = StandardNormal<typename B::Scalar>>
+class TransformedDistribution {
+  static_assert(Flow<B>,
+                "nflow::TransformedDistribution<B, Base>: B must satisfy nflow::Flow; see "
+                "nflow/flow.hpp.");
+  static_assert(std::is_same_v<typename B::Scalar, typename BaseDist::Scalar>,
+                "nflow::TransformedDistribution: the flow and the base must use the same Scalar.");
+
+ public:
+  using Scalar = typename B::Scalar;
+  using Matrix = nflow::Matrix<Scalar>;
+  using RowVector = nflow::RowVector<Scalar>;
+  using ConstRef = ConstMatrixRef<Scalar>;
+  using FlowType = B;
+  using BaseType = BaseDist;
+
+  TransformedDistribution(B flow, BaseDist base)
+      : m_flow(std::move(flow)), m_base(std::move(base)) {
+    if (m_base.dim() != m_flow.dim()) {
+      detail::fail("TransformedDistribution", "base dim (must match the flow's)", m_flow.dim(),
+                   m_base.dim());
+    }
+  }
+
+  /// With a standard normal base of the flow's dimension.
+  explicit TransformedDistribution(B flow) requires std::is_same_v<BaseDist, StandardNormal<Scalar>>
+      : TransformedDistribution(flow, BaseDist(flow.dim())) {}
+
+  Index dim() const { return m_flow.dim(); }
+  const B& flow() const { return m_flow; }
+  B& flow() { return m_flow; }
+  const BaseDist& base() const { return m_base; }
+  BaseDist& base() { return m_base; }
+
+  /// log p_X(x) for each column of x.
+  RowVector log_prob(const ConstRef& x) const {
+    detail::check_rows("TransformedDistribution::log_prob", dim(), x);
+    auto [z, log_det] = m_flow.inverse_and_log_det(x);
+    return m_base.log_prob(z) + log_det;
+  }
+
+  /// n samples x = f(z), z ~ base.
+  template <class Rng>
+  Matrix sample(Index n, Rng& rng) const {
+    return m_flow.forward(m_base.sample(n, rng));
+  }
+
+  /// n samples with their log-density, by the forward direction only.
+  template <class Rng>
+  ValueAndLogProb<Scalar> sample_and_log_prob(Index n, Rng& rng) const {
+    auto [z, log_pz] = m_base.sample_and_log_prob(n, rng);
+    auto [x, log_det] = m_flow.forward_and_log_det(z);
+    return ValueAndLogProb<Scalar>{std::move(x), log_pz - log_det};
+  }
+
+ private:
+  B m_flow;
+  BaseDist m_base;
+};
+
+}  // namespace nflow
