@@ -23,3 +23,11 @@
 // Base distributions and the density model.
 #include "nflow/distributions/standard_normal.hpp"
 #include "nflow/distributions/transformed.hpp"
+
+// Reading data.
+#include "nflow/io/csv.hpp"
+
+// Training: objectives with their gradients, the optimiser, and the fitting loops.
+#include "nflow/train/objectives.hpp"
+#include "nflow/train/adam.hpp"
+#include "nflow/train/fit.hpp"

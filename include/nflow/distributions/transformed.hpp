@@ -72,6 +72,19 @@ class TransformedDistribution {
     return ValueAndLogProb<Scalar>{std::move(x), log_pz - log_det};
   }
 
+  /// Visits every trainable parameter, flow first ("flow.") then base ("base."), in the one
+  /// fixed order that optimisers and serialisation share: f(name, value, grad).
+  template <class F>
+  void for_each_parameter(F&& f) {
+    m_flow.for_each_parameter(f, "flow.");
+    m_base.for_each_parameter(f, "base.");
+  }
+
+  void zero_grad() {
+    m_flow.zero_grad();
+    m_base.zero_grad();
+  }
+
  private:
   B m_flow;
   BaseDist m_base;

@@ -1,0 +1,110 @@
+// Adam optimiser over every parameter of a model, through the model's parameter traversal.
+//
+// D. P. Kingma, J. Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015,
+// arXiv:1412.6980 (Algorithm 1). Decoupled weight decay as in I. Loshchilov, F. Hutter,
+// "Decoupled Weight Decay Regularization", ICLR 2019, arXiv:1711.05101.
+#pragma once
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "nflow/detail/types.hpp"
+
+namespace nflow {
+
+/// Settings of Adam. Defaults are the paper's, with no decay and no clipping.
+struct AdamOptions {
+  double learning_rate = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double epsilon = 1e-8;
+  double weight_decay = 0.0;  ///< decoupled (AdamW): theta -= lr * decay * theta
+  double clip_norm = 0.0;     ///< if > 0, rescale the global gradient norm to at most this
+};
+
+/// Outcome of one optimiser step.
+enum class StepStatus {
+  applied,         ///< parameters updated
+  non_finite_grad  ///< a gradient was NaN or infinite: nothing was changed
+};
+
+/**
+ * \brief Adam with optional decoupled weight decay and global gradient-norm clipping.
+ *
+ * step(model) visits the parameters with `model.for_each_parameter(f)`; moment buffers are
+ * matched to parameters by position in that traversal, which must not change between steps.
+ * A step whose gradients are not all finite changes nothing and returns
+ * StepStatus::non_finite_grad, so NaN never spreads into the parameters.
+ */
+template <class Scalar>
+class Adam {
+ public:
+  explicit Adam(const AdamOptions& options = {}) : m_options(options) {
+    const char* w = "Adam";
+    if (!(options.learning_rate > 0))
+      detail::fail(w, "learning_rate", "> 0", options.learning_rate);
+    if (!(options.beta1 >= 0 && options.beta1 < 1))
+      detail::fail(w, "beta1", "in [0, 1)", options.beta1);
+    if (!(options.beta2 >= 0 && options.beta2 < 1))
+      detail::fail(w, "beta2", "in [0, 1)", options.beta2);
+    if (!(options.epsilon > 0)) detail::fail(w, "epsilon", "> 0", options.epsilon);
+    if (!(options.weight_decay >= 0)) detail::fail(w, "weight_decay", ">= 0", options.weight_decay);
+    if (!(options.clip_norm >= 0)) detail::fail(w, "clip_norm", ">= 0", options.clip_norm);
+  }
+
+  const AdamOptions& options() const { return m_options; }
+  void set_learning_rate(double lr) { m_options.learning_rate = lr; }
+  long long steps() const { return m_t; }
+
+  /// Global L2 norm of the gradient of the last step (before clipping).
+  double last_grad_norm() const { return m_last_norm; }
+
+  template <class Model>
+  StepStatus step(Model& model) {
+    // Global gradient norm, for the finiteness check and for clipping.
+    double sq = 0;
+    model.for_each_parameter([&](const std::string&, Matrix<Scalar>&, Matrix<Scalar>& g) {
+      sq += static_cast<double>(g.squaredNorm());
+    });
+    m_last_norm = std::sqrt(sq);
+    if (!std::isfinite(m_last_norm)) return StepStatus::non_finite_grad;
+    const double clip = m_options.clip_norm;
+    const Scalar scale = Scalar(clip > 0 && m_last_norm > clip ? clip / m_last_norm : 1.0);
+
+    // Bias-corrected step size  lr * sqrt(1 - beta2^t) / (1 - beta1^t)   [KingmaBa15, Alg. 1]
+    ++m_t;
+    const double b1 = m_options.beta1, b2 = m_options.beta2;
+    const Scalar lr_t = Scalar(m_options.learning_rate * std::sqrt(1 - std::pow(b2, m_t)) /
+                               (1 - std::pow(b1, m_t)));
+    const Scalar eps_t = Scalar(m_options.epsilon * std::sqrt(1 - std::pow(b2, m_t)));
+    const Scalar decay = Scalar(m_options.learning_rate * m_options.weight_decay);
+
+    std::size_t k = 0;
+    model.for_each_parameter([&](const std::string&, Matrix<Scalar>& p, Matrix<Scalar>& g) {
+      if (k == m_m.size()) {
+        m_m.push_back(Matrix<Scalar>::Zero(p.rows(), p.cols()));
+        m_v.push_back(Matrix<Scalar>::Zero(p.rows(), p.cols()));
+      }
+      Matrix<Scalar>& m = m_m[k];
+      Matrix<Scalar>& v = m_v[k];
+      NFLOW_ASSERT(m.rows() == p.rows() && m.cols() == p.cols());
+      ++k;
+
+      // m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= lr_t m / (sqrt(v) + eps_t).
+      m = Scalar(b1) * m + Scalar(1 - b1) * scale * g;
+      v = Scalar(b2) * v + Scalar(1 - b2) * (scale * g).cwiseAbs2();
+      if (decay > 0) p -= decay * p;
+      p.array() -= lr_t * m.array() / (v.array().sqrt() + eps_t);
+    });
+    return StepStatus::applied;
+  }
+
+ private:
+  AdamOptions m_options;
+  std::vector<Matrix<Scalar>> m_m, m_v;
+  long long m_t = 0;
+  double m_last_norm = 0;
+};
+
+}  // namespace nflow
