@@ -24,8 +24,9 @@
 #include "nflow/distributions/standard_normal.hpp"
 #include "nflow/distributions/transformed.hpp"
 
-// Reading data.
+// Reading data; saving and loading parameters.
 #include "nflow/io/csv.hpp"
+#include "nflow/io/serialize.hpp"
 
 // Training: objectives with their gradients, the optimiser, and the fitting loops.
 #include "nflow/train/objectives.hpp"
