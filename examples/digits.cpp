@@ -1,0 +1,2 @@
+// Placeholder; replaced by the digits example.
+int main() { return 0; }

@@ -1,0 +1,2 @@
+// Placeholder; replaced by the energy example.
+int main() { return 0; }
