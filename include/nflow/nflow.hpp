@@ -29,6 +29,6 @@
 #include "nflow/io/serialize.hpp"
 
 // Training: objectives with their gradients, the optimiser, and the fitting loops.
-#include "nflow/train/objectives.hpp"
 #include "nflow/train/adam.hpp"
 #include "nflow/train/fit.hpp"
+#include "nflow/train/objectives.hpp"

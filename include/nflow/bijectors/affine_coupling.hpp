@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "nflow/bijector_base.hpp"
+#include "nflow/detail/inplace.hpp"
 #include "nflow/flow.hpp"
 #include "nflow/nn/mlp.hpp"
 
@@ -102,11 +103,13 @@ class AffineCoupling : public BijectorBase<AffineCoupling<ScalarT>, ScalarT> {
   using typename Base::Result;
   using typename Base::RowVector;
 
-  /// What backward() needs from a forward_and_log_det / inverse_and_log_det call.
+  /// What backward() needs from a forward_and_log_det / inverse_and_log_det call. The buffers
+  /// are kept between calls, so a reused cache does not allocate.
   struct Cache {
     bool inverse = false;
     typename Mlp<Scalar>::Cache net;
-    Matrix raw_scale;  // r, the conditioner's raw log-scale
+    Matrix cond;       // x_A, the conditioner's input
+    Matrix log_scale;  // s = clamp(r)
     Matrix scale;      // exp(s) forward, exp(-s) inverse
     Matrix latent_b;   // z_B: the transformed part on the latent side
   };
@@ -119,6 +122,8 @@ class AffineCoupling : public BijectorBase<AffineCoupling<ScalarT>, ScalarT> {
     validate();
     for (Index i = 0; i < m_mask.dim(); ++i)
       (m_mask[i] ? m_cond : m_trans).push_back(i);
+    m_cond_first = contiguous_start(m_cond);
+    m_trans_first = contiguous_start(m_trans);
     std::vector<Index> sizes{static_cast<Index>(m_cond.size())};
     sizes.insert(sizes.end(), options.hidden.begin(), options.hidden.end());
     sizes.push_back(2 * static_cast<Index>(m_trans.size()));
@@ -136,89 +141,148 @@ class AffineCoupling : public BijectorBase<AffineCoupling<ScalarT>, ScalarT> {
   Mlp<Scalar>& conditioner() { return m_net; }
 
   Result forward_and_log_det(const ConstRef& z) const {
-    Cache cache;
-    return forward_and_log_det(z, cache);
+    detail::check_rows("AffineCoupling::forward", dim(), z);
+    Result r{Matrix(z), RowVector::Zero(z.cols())};
+    forward_inplace(r.value, &r.log_det);
+    return r;
   }
 
   Result inverse_and_log_det(const ConstRef& x) const {
-    Cache cache;
-    return inverse_and_log_det(x, cache);
+    detail::check_rows("AffineCoupling::inverse", dim(), x);
+    Result r{Matrix(x), RowVector::Zero(x.cols())};
+    inverse_inplace(r.value, &r.log_det);
+    return r;
   }
 
   /// x = f(z), recording in `cache` what backward() needs.
   Result forward_and_log_det(const ConstRef& z, Cache& cache) const {
     detail::check_rows("AffineCoupling::forward", dim(), z);
-    cache.inverse = false;
-
-    // (r, t) = NN(z_A);  s = clamp(r).
-    const Matrix params = m_net.forward(z(m_cond, Eigen::all), cache.net);
-    const Index nb = static_cast<Index>(m_trans.size());
-    cache.raw_scale = params.topRows(nb);
-    Matrix s = clamp(cache.raw_scale);
-
-    // x_B = z_B * exp(s) + t;  log|det| = sum_j s_j.
-    Result r{Matrix(z), s.colwise().sum()};
-    cache.scale = s.array().exp();
-    cache.latent_b = z(m_trans, Eigen::all);
-    r.value(m_trans, Eigen::all) =
-        (cache.latent_b.array() * cache.scale.array() + params.bottomRows(nb).array()).matrix();
+    Result r{Matrix(z), RowVector::Zero(z.cols())};
+    forward_inplace(r.value, r.log_det, cache);
     return r;
   }
 
   /// z = f^{-1}(x), recording in `cache` what backward() needs.
   Result inverse_and_log_det(const ConstRef& x, Cache& cache) const {
     detail::check_rows("AffineCoupling::inverse", dim(), x);
-    cache.inverse = true;
-
-    // (r, t) = NN(x_A);  s = clamp(r).
-    const Matrix params = m_net.forward(x(m_cond, Eigen::all), cache.net);
-    const Index nb = static_cast<Index>(m_trans.size());
-    cache.raw_scale = params.topRows(nb);
-    Matrix s = clamp(cache.raw_scale);
-
-    // z_B = (x_B - t) * exp(-s);  log|det| = -sum_j s_j.
-    Result r{Matrix(x), -s.colwise().sum()};
-    cache.scale = (-s.array()).exp();
-    cache.latent_b =
-        ((x(m_trans, Eigen::all).array() - params.bottomRows(nb).array()) * cache.scale.array())
-            .matrix();
-    r.value(m_trans, Eigen::all) = cache.latent_b;
+    Result r{Matrix(x), RowVector::Zero(x.cols())};
+    inverse_inplace(r.value, r.log_det, cache);
     return r;
   }
 
   /// Vector-Jacobian product of the call recorded in `cache`: given dL/d(value) and
   /// dL/d(log_det), accumulates the conditioner's parameter gradients and returns dL/d(input).
   Matrix backward(const Cache& cache, const Matrix& grad_value, const RowVector& grad_log_det) {
-    const Index nb = static_cast<Index>(m_trans.size());
-    const Matrix gb = grad_value(m_trans, Eigen::all);
-    Matrix grad_params(2 * nb, grad_value.cols());
-    Matrix grad_input = grad_value;
-    auto g_raw = grad_params.topRows(nb);
-    auto g_shift = grad_params.bottomRows(nb);
-    if (!cache.inverse) {
-      // x_B = z_B e^s + t:  dL/dz_B = g e^s,  dL/dt = g,  dL/ds = g z_B e^s + dL/dlogdet.
-      grad_input(m_trans, Eigen::all) = (gb.array() * cache.scale.array()).matrix();
-      g_shift = gb;
-      g_raw = ((gb.array() * cache.latent_b.array() * cache.scale.array()).rowwise() +
-               grad_log_det.array())
-                  .matrix();
-    } else {
-      // z_B = (x_B - t) e^-s:  dL/dx_B = g e^-s,  dL/dt = -g e^-s,  dL/ds = -g z_B - dL/dlogdet.
-      grad_input(m_trans, Eigen::all) = (gb.array() * cache.scale.array()).matrix();
-      g_shift = -grad_input(m_trans, Eigen::all);
-      g_raw = ((-gb.array() * cache.latent_b.array()).rowwise() - grad_log_det.array()).matrix();
-    }
+    Matrix g = grad_value;
+    backward_inplace(cache, g, grad_log_det);
+    return g;
+  }
 
-    // dL/dr = dL/ds * clamp'(r); then through the conditioner to the pass-through part.
-    g_raw.array() *= clamp_derivative(cache.raw_scale).array();
-    const Matrix g_cond = m_net.backward(cache.net, grad_params);
-    grad_input(m_cond, Eigen::all) += g_cond;
-    return grad_input;
+  /// v <- f(v), adding log|det| to *log_det unless it is null (see nflow::InPlaceFlow).
+  void forward_inplace(Matrix& v, RowVector* log_det) const {
+    detail::check_rows("AffineCoupling::forward", dim(), v);
+    // (r, t) = NN(z_A);  s = clamp(r);  x_B = z_B * exp(s) + t;  log|det| = sum_j s_j.
+    const Matrix params = m_net(gather_conditioning(v));
+    Matrix s = params.topRows(num_transformed());
+    clamp_inplace(s);
+    on_transformed(v, [&](auto&& vb) {
+      vb = (vb.array() * s.array().exp() + params.bottomRows(num_transformed()).array()).matrix();
+    });
+    if (log_det) *log_det += s.colwise().sum();
+  }
+
+  /// v <- f^{-1}(v), adding log|det| to *log_det unless it is null.
+  void inverse_inplace(Matrix& v, RowVector* log_det) const {
+    detail::check_rows("AffineCoupling::inverse", dim(), v);
+    // (r, t) = NN(x_A);  s = clamp(r);  z_B = (x_B - t) * exp(-s);  log|det| = -sum_j s_j.
+    const Matrix params = m_net(gather_conditioning(v));
+    Matrix s = params.topRows(num_transformed());
+    clamp_inplace(s);
+    on_transformed(v, [&](auto&& vb) {
+      vb = ((vb.array() - params.bottomRows(num_transformed()).array()) * (-s.array()).exp())
+               .matrix();
+    });
+    if (log_det) *log_det -= s.colwise().sum();
+  }
+
+  /// v <- f(v), log_det += log|det|, recording in `cache` what backward_inplace needs.
+  void forward_inplace(Matrix& v, RowVector& log_det, Cache& cache) const {
+    detail::check_rows("AffineCoupling::forward", dim(), v);
+    cache.inverse = false;
+    const Matrix& params = condition(v, cache);
+
+    // exp(s);  z_B kept;  x_B = z_B * exp(s) + t;  log|det| = sum_j s_j   [DinhEtAl17, Eq. 6]
+    cache.scale = cache.log_scale.array().exp();
+    on_transformed(v, [&](auto&& vb) {
+      cache.latent_b = vb;
+      vb = (cache.latent_b.array() * cache.scale.array() +
+            params.bottomRows(num_transformed()).array())
+               .matrix();
+    });
+    log_det += cache.log_scale.colwise().sum();
+  }
+
+  /// v <- f^{-1}(v), log_det += log|det|, recording in `cache` what backward_inplace needs.
+  void inverse_inplace(Matrix& v, RowVector& log_det, Cache& cache) const {
+    detail::check_rows("AffineCoupling::inverse", dim(), v);
+    cache.inverse = true;
+    const Matrix& params = condition(v, cache);
+
+    // exp(-s);  z_B = (x_B - t) * exp(-s);  log|det| = -sum_j s_j.
+    cache.scale = (-cache.log_scale.array()).exp();
+    on_transformed(v, [&](auto&& vb) {
+      cache.latent_b =
+          ((vb.array() - params.bottomRows(num_transformed()).array()) * cache.scale.array())
+              .matrix();
+      vb = cache.latent_b;
+    });
+    log_det -= cache.log_scale.colwise().sum();
+  }
+
+  /// In-place backward of the call recorded in `cache`: g = dL/d(value) on entry, dL/d(input)
+  /// on exit; the conditioner's parameter gradients are accumulated.
+  void backward_inplace(const Cache& cache, Matrix& g, const RowVector& grad_log_det) {
+    const Index nb = num_transformed();
+    m_grad_params.resize(2 * nb, g.cols());
+    auto g_raw = m_grad_params.topRows(nb).array();
+    auto g_shift = m_grad_params.bottomRows(nb).array();
+    const auto scale = cache.scale.array();
+    const auto zb = cache.latent_b.array();
+    on_transformed(g, [&](auto&& gb) {
+      if (!cache.inverse) {
+        // x_B = z_B e^s + t:  dL/dt = g,  dL/ds = g z_B e^s + dL/dlogdet,  dL/dz_B = g e^s.
+        g_shift = gb.array();
+        g_raw = (gb.array() * zb * scale).rowwise() + grad_log_det.array();
+        gb = (gb.array() * scale).matrix();
+      } else {
+        // z_B = (x_B - t) e^-s:  dL/ds = -g z_B - dL/dlogdet,  dL/dx_B = g e^-s,
+        // dL/dt = -g e^-s.
+        g_raw = (-gb.array() * zb).rowwise() - grad_log_det.array();
+        gb = (gb.array() * scale).matrix();
+        g_shift = -gb.array();
+      }
+    });
+
+    // dL/dr = dL/ds * clamp'(r); through the conditioner; dL/dx_A += W_0^T dL/d(layer 0).
+    multiply_clamp_derivative(g_raw, cache.log_scale.array());
+    const Matrix& g0 = m_net.backward_params(cache.net, cache.cond, m_grad_params);
+    if (m_cond_first >= 0) {
+      m_net.add_input_gradient(g0, g.middleRows(m_cond_first, num_conditioning()));
+    } else {
+      m_grad_cond.setZero(num_conditioning(), g.cols());
+      m_net.add_input_gradient(g0, m_grad_cond);
+      g(m_cond, Eigen::all) += m_grad_cond;
+    }
   }
 
   template <class F>
   void for_each_parameter(F&& f, const std::string& prefix = "") {
     m_net.for_each_parameter(f, prefix + "conditioner.");
+  }
+
+  template <class F>
+  void visit_parameters(F&& f) {
+    m_net.visit_parameters(f);
   }
 
   void zero_grad() { m_net.zero_grad(); }
@@ -240,38 +304,88 @@ class AffineCoupling : public BijectorBase<AffineCoupling<ScalarT>, ScalarT> {
     }
   }
 
-  // s = clamp(r).
-  Matrix clamp(const Matrix& r) const {
-    const Scalar c = Scalar(m_options.clamp_bound);
-    switch (m_options.clamp) {
-      case SoftClamp::tanh:
-        return (c * (r.array() / c).tanh()).matrix();
-      case SoftClamp::atan:
-        return (Scalar(2 / std::numbers::pi) * c * (r.array() / c).atan()).matrix();
-      case SoftClamp::none:
-        return r;
-    }
-    return r;
+  Index num_conditioning() const { return static_cast<Index>(m_cond.size()); }
+  Index num_transformed() const { return static_cast<Index>(m_trans.size()); }
+
+  // The first index when `idx` is a run of consecutive indices, -1 otherwise.
+  static Index contiguous_start(const std::vector<Index>& idx) {
+    for (std::size_t k = 1; k < idx.size(); ++k)
+      if (idx[k] != idx[k - 1] + 1) return -1;
+    return idx.empty() ? -1 : idx.front();
   }
 
-  // ds/dr.
-  Matrix clamp_derivative(const Matrix& r) const {
+  // Calls f on the transformed rows of v: a plain block when they are consecutive, an indexed
+  // view otherwise (both are read and written through the same expression interface).
+  template <class F>
+  void on_transformed(Matrix& v, F&& f) const {
+    if (m_trans_first >= 0) {
+      f(v.middleRows(m_trans_first, num_transformed()));
+    } else {
+      f(v(m_trans, Eigen::all));
+    }
+  }
+
+  // x_A, the conditioner's input, as a contiguous matrix.
+  Matrix gather_conditioning(const Matrix& v) const {
+    if (m_cond_first >= 0) return v.middleRows(m_cond_first, num_conditioning());
+    return v(m_cond, Eigen::all);
+  }
+
+  // x_A into cache.cond, then (r, t) = NN(x_A) and s = clamp(r) into cache.log_scale.
+  const Matrix& condition(const Matrix& v, Cache& cache) const {
+    if (m_cond_first >= 0) {
+      cache.cond = v.middleRows(m_cond_first, num_conditioning());
+    } else {
+      cache.cond = v(m_cond, Eigen::all);
+    }
+    const Matrix& params = m_net.forward_train(cache.cond, cache.net);
+    cache.log_scale = params.topRows(num_transformed());
+    clamp_inplace(cache.log_scale);
+    return params;
+  }
+
+  void clamp_inplace(Matrix& r) const {
+    const Scalar c = Scalar(m_options.clamp_bound);
+    auto a = r.array();
+    switch (m_options.clamp) {
+      case SoftClamp::tanh:
+        a = c * (a * (Scalar(1) / c)).tanh();
+        break;
+      case SoftClamp::atan:
+        a = Scalar(2 / std::numbers::pi) * c * (a / c).atan();
+        break;
+      case SoftClamp::none:
+        break;
+    }
+  }
+
+  // g <- g * ds/dr, with ds/dr written in terms of s = clamp(r).
+  template <class G, class S>
+  void multiply_clamp_derivative(G& g, const S& s) const {
     const Scalar c = Scalar(m_options.clamp_bound);
     switch (m_options.clamp) {
       case SoftClamp::tanh:
-        return (Scalar(1) - (r.array() / c).tanh().square()).matrix();
-      case SoftClamp::atan:
-        return (Scalar(2 / std::numbers::pi) / (Scalar(1) + (r.array() / c).square())).matrix();
+        // s = c tanh(r/c):  ds/dr = 1 - (s/c)^2.
+        g *= Scalar(1) - (s * (Scalar(1) / c)).square();
+        break;
+      case SoftClamp::atan: {
+        // s = (2c/pi) atan(r/c):  ds/dr = (2/pi) / (1 + (r/c)^2) = (2/pi) cos^2(pi s / 2c).
+        const Scalar k = Scalar(std::numbers::pi / 2) / c;
+        g *= Scalar(2 / std::numbers::pi) * (k * s).cos().square();
+        break;
+      }
       case SoftClamp::none:
-        return Matrix::Ones(r.rows(), r.cols());
+        break;
     }
-    return r;
   }
 
   Mask m_mask;
   CouplingOptions m_options;
   std::vector<Index> m_cond, m_trans;
+  Index m_cond_first = -1, m_trans_first = -1;  // first index of a consecutive run, else -1
   Mlp<Scalar> m_net;
+  Matrix m_grad_params;  // backward scratch: dL/d(r, t)
+  Matrix m_grad_cond;    // backward scratch: dL/dx_A, for masks whose A is not consecutive
 };
 
 static_assert(Flow<AffineCoupling<float>> && Flow<AffineCoupling<double>>);

@@ -44,10 +44,13 @@ class Mlp {
   using Matrix = nflow::Matrix<Scalar>;
   using ConstRef = ConstMatrixRef<Scalar>;
 
-  /// What the backward pass needs: each layer's input and pre-activation.
+  /// What the backward pass needs: each hidden layer's output (and, for silu, its
+  /// pre-activation). Buffers are kept between calls, so a reused cache does not allocate.
   struct Cache {
-    std::vector<Matrix> inputs;
-    std::vector<Matrix> pre;
+    std::vector<Matrix> hidden;  // a_l = act(W_l a_{l-1} + b_l) for the hidden layers
+    std::vector<Matrix> pre;     // W_l a_{l-1} + b_l, kept only for silu
+    Matrix input;                // x, kept by forward(x, cache)
+    Matrix output;               // y
   };
 
   Mlp() = default;
@@ -88,44 +91,89 @@ class Mlp {
 
   /// y = mlp(x) for a batch x (input_dim x N).
   Matrix operator()(const ConstRef& x) const {
-    Matrix h = x;
+    // Two buffers, used in turn: one matrix product and one fused bias-activation pass a layer.
+    Matrix a, b;
     for (Index l = 0; l < num_layers(); ++l) {
-      Matrix a = affine(l, h);
-      if (l + 1 < num_layers()) activate(a);
-      h = std::move(a);
+      Matrix& out = l % 2 == 0 ? a : b;
+      if (l == 0) {
+        out.noalias() = m_weights[0] * x;
+      } else {
+        out.noalias() = m_weights[l] * (l % 2 == 0 ? b : a);
+      }
+      if (l + 1 < num_layers()) {
+        bias_activate(l, out, nullptr);
+      } else {
+        out.colwise() += m_biases[l].col(0);
+      }
     }
-    return h;
+    return std::move(num_layers() % 2 == 1 ? a : b);
   }
 
   /// y = mlp(x), keeping in `cache` what backward() needs.
   Matrix forward(const ConstRef& x, Cache& cache) const {
-    cache.inputs.resize(num_layers());
-    cache.pre.resize(num_layers());
-    cache.inputs[0] = x;
-    for (Index l = 0; l < num_layers(); ++l) {
-      cache.pre[l] = affine(l, cache.inputs[l]);
-      if (l + 1 == num_layers()) break;
-      cache.inputs[l + 1] = cache.pre[l];
-      activate(cache.inputs[l + 1]);
-    }
-    return cache.pre.back();
+    cache.input = x;
+    return forward_train(cache.input, cache);
   }
 
   /// Given dL/dy, accumulates dL/dW, dL/db and returns dL/dx.
   Matrix backward(const Cache& cache, Matrix grad) {
-    for (Index l = num_layers() - 1; l >= 0; --l) {
-      // dL/da = dL/dh * a'(pre) for hidden layers.
-      if (l + 1 < num_layers()) {
-        grad.array() *= derivative(cache.pre[l], cache.inputs[l + 1]).array();
+    const Matrix& g0 = backward_params(cache, cache.input, grad);
+    Matrix grad_x(input_dim(), g0.cols());
+    grad_x.noalias() = m_weights[0].transpose() * g0;
+    return grad_x;
+  }
+
+  /// y = mlp(x) into cache.output, keeping the hidden layers in `cache`. Unlike forward(x,
+  /// cache) it does not copy x: the caller keeps x unchanged until backward_params.
+  const Matrix& forward_train(const ConstRef& x, Cache& cache) const {
+    const Index n_hidden = num_layers() - 1;
+    cache.hidden.resize(n_hidden);
+    if (m_activation == Activation::silu) cache.pre.resize(n_hidden);
+    for (Index l = 0; l < num_layers(); ++l) {
+      Matrix& out = l < n_hidden ? cache.hidden[l] : cache.output;
+      // a = W h (+ b, activation): one product, then one fused pass.
+      if (l == 0) {
+        out.noalias() = m_weights[0] * x;
+      } else {
+        out.noalias() = m_weights[l] * cache.hidden[l - 1];
       }
-      // dL/dW += dL/da x^T,  dL/db += sum over the batch of dL/da.
-      m_grad_weights[l].noalias() += grad * cache.inputs[l].transpose();
-      m_grad_biases[l] += grad.rowwise().sum();
-      // dL/dx = W^T dL/da.
-      Matrix next = m_weights[l].transpose() * grad;
-      grad = std::move(next);
+      if (l < n_hidden) {
+        bias_activate(l, out, m_activation == Activation::silu ? &cache.pre[l] : nullptr);
+      } else {
+        out.colwise() += m_biases[l].col(0);
+      }
     }
-    return grad;
+    return cache.output;
+  }
+
+  /// Backward pass of forward_train(x, cache): given dL/dy in `grad` (overwritten),
+  /// accumulates dL/dW and dL/db and returns dL/d(W_0 x + b_0), the gradient of the first
+  /// layer's output. dL/dx is then W_0^T times it (see add_input_gradient).
+  const Matrix& backward_params(const Cache& cache, const ConstRef& x, Matrix& grad) {
+    Matrix* g = &grad;
+    for (Index l = num_layers() - 1; l >= 0; --l) {
+      // dL/dW_l += dL/da_l h_{l-1}^T,  dL/db_l += sum over the batch of dL/da_l.
+      if (l == 0) {
+        m_grad_weights[0].noalias() += *g * x.transpose();
+      } else {
+        m_grad_weights[l].noalias() += *g * cache.hidden[l - 1].transpose();
+      }
+      m_grad_biases[l].col(0) += g->rowwise().sum();
+      if (l == 0) break;
+
+      // dL/da_{l-1} = (W_l^T dL/da_l) * act'(a_{l-1}).
+      Matrix& next = m_scratch[l % 2];
+      next.noalias() = m_weights[l].transpose() * *g;
+      multiply_derivative(l - 1, cache, next);
+      g = &next;
+    }
+    return *g;
+  }
+
+  /// dst += W_0^T g0: the input gradient from the result of backward_params.
+  template <class Dst>
+  void add_input_gradient(const Matrix& g0, Dst&& dst) const {
+    dst.noalias() += m_weights[0].transpose() * g0;
   }
 
   /// Visits every parameter with its gradient: f(name, value, grad).
@@ -134,6 +182,15 @@ class Mlp {
     for (Index l = 0; l < num_layers(); ++l) {
       f(prefix + "weight" + std::to_string(l), m_weights[l], m_grad_weights[l]);
       f(prefix + "bias" + std::to_string(l), m_biases[l], m_grad_biases[l]);
+    }
+  }
+
+  /// Visits every parameter with its gradient, in for_each_parameter's order: f(value, grad).
+  template <class F>
+  void visit_parameters(F&& f) {
+    for (Index l = 0; l < num_layers(); ++l) {
+      f(m_weights[l], m_grad_weights[l]);
+      f(m_biases[l], m_grad_biases[l]);
     }
   }
 
@@ -157,58 +214,63 @@ class Mlp {
     detail::fail("Mlp", param, expected, got);
   }
 
-  // a = W h + b over the whole batch.
-  Matrix affine(Index l, const Matrix& h) const {
-    Matrix a(m_weights[l].rows(), h.cols());
-    a.noalias() = m_weights[l] * h;
-    a.colwise() += m_biases[l].col(0);
-    return a;
-  }
-
-  void activate(Matrix& a) const {
+  // a <- act(a + b_l), in one pass; keeps a + b_l in *pre when pre is not null.
+  void bias_activate(Index l, Matrix& a, Matrix* pre) const {
+    const auto b = m_biases[l].col(0).array();
     auto x = a.array();
     switch (m_activation) {
       case Activation::relu:
-        x = x.max(Scalar(0));
+        x = (x.colwise() + b).max(Scalar(0));
         break;
       case Activation::leaky_relu:
+        x.colwise() += b;
         x = (x > Scalar(0)).select(x, Scalar(0.01) * x);
         break;
       case Activation::tanh:
-        x = x.tanh();
+        x = (x.colwise() + b).tanh();
         break;
       case Activation::elu:
+        x.colwise() += b;
         x = (x > Scalar(0)).select(x, x.exp() - Scalar(1));
         break;
       case Activation::silu:
+        x.colwise() += b;
+        if (pre) *pre = a;
         x = x / (Scalar(1) + (-x).exp());
         break;
     }
   }
 
-  // a'(pre), given pre-activation and activation output.
-  Matrix derivative(const Matrix& pre, const Matrix& out) const {
-    auto p = pre.array();
+  // g <- g * act'(.) of hidden layer l, from its output h (and pre-activation, for silu).
+  void multiply_derivative(Index l, const Cache& cache, Matrix& g) const {
+    const auto h = cache.hidden[l].array();
+    auto x = g.array();
     switch (m_activation) {
       case Activation::relu:
-        return (p > Scalar(0)).template cast<Scalar>().matrix();
+        x = (h > Scalar(0)).select(x, Scalar(0));
+        break;
       case Activation::leaky_relu:
-        return (p > Scalar(0)).select(Scalar(1), Scalar(0.01) + Scalar(0) * p).matrix();
+        x = (h > Scalar(0)).select(x, Scalar(0.01) * x);
+        break;
       case Activation::tanh:
-        return (Scalar(1) - out.array().square()).matrix();
+        x *= Scalar(1) - h.square();
+        break;
       case Activation::elu:
-        return (p > Scalar(0)).select(Scalar(1), out.array() + Scalar(1)).matrix();
+        x = (h > Scalar(0)).select(x, x * (h + Scalar(1)));
+        break;
       case Activation::silu: {
-        auto sig = Scalar(1) / (Scalar(1) + (-p).exp());
-        return (sig * (Scalar(1) + p * (Scalar(1) - sig))).matrix();
+        const auto p = cache.pre[l].array();
+        const auto sig = Scalar(1) / (Scalar(1) + (-p).exp());
+        x *= sig * (Scalar(1) + p * (Scalar(1) - sig));
+        break;
       }
     }
-    return Matrix();
   }
 
   Activation m_activation = Activation::relu;
   std::vector<Matrix> m_weights, m_biases;
   std::vector<Matrix> m_grad_weights, m_grad_biases;
+  Matrix m_scratch[2];  // backward_params' gradients of the hidden layers, used in turn
 };
 
 }  // namespace nflow
