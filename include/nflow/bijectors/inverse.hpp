@@ -4,6 +4,7 @@
 #include <string>
 #include <utility>
 
+#include "nflow/detail/inplace.hpp"
 #include "nflow/detail/trainable.hpp"
 #include "nflow/flow.hpp"
 
@@ -60,9 +61,34 @@ class Inverse {
     return m_b.backward(cache, grad_value, grad_log_det);
   }
 
+  /// The in-place interface (nflow::InPlaceFlow), by B's in-place calls when it has them.
+  void forward_inplace(Matrix& v, RowVector* log_det) const {
+    detail::inverse_inplace(m_b, v, log_det);
+  }
+  void inverse_inplace(Matrix& v, RowVector* log_det) const {
+    detail::forward_inplace(m_b, v, log_det);
+  }
+  void forward_inplace(Matrix& v, RowVector& log_det,
+                       Cache& cache) const requires TrainableFlow<B> {
+    detail::train_inplace(m_b, true, v, log_det, cache);
+  }
+  void inverse_inplace(Matrix& v, RowVector& log_det,
+                       Cache& cache) const requires TrainableFlow<B> {
+    detail::train_inplace(m_b, false, v, log_det, cache);
+  }
+  void backward_inplace(const Cache& cache, Matrix& g,
+                        const RowVector& grad_log_det) requires TrainableFlow<B> {
+    detail::backward_inplace(m_b, cache, g, grad_log_det);
+  }
+
   template <class F>
   void for_each_parameter(F&& f, const std::string& prefix = "") requires TrainableFlow<B> {
     m_b.for_each_parameter(std::forward<F>(f), prefix);
+  }
+
+  template <class F>
+  void visit_parameters(F&& f) requires TrainableFlow<B> {
+    detail::visit_parameters(m_b, f);
   }
 
   void zero_grad() requires TrainableFlow<B> { m_b.zero_grad(); }

@@ -215,6 +215,14 @@ class Planar : public BijectorBase<Planar<ScalarT>, ScalarT> {
     f(prefix + "b", m_b, m_grad_b);
   }
 
+  /// for_each_parameter's traversal without the names: f(value, grad).
+  template <class F>
+  void visit_parameters(F&& f) {
+    f(m_u, m_grad_u);
+    f(m_w, m_grad_w);
+    f(m_b, m_grad_b);
+  }
+
   void zero_grad() {
     m_grad_u.setZero(m_u.rows(), 1);
     m_grad_w.setZero(m_w.rows(), 1);

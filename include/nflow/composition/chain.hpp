@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "nflow/detail/inplace.hpp"
 #include "nflow/detail/trainable.hpp"
 #include "nflow/flow.hpp"
 
@@ -65,31 +66,26 @@ class Chain {
   }
 
   Result forward_and_log_det(const ConstRef& z) const {
-    detail::check_rows("Chain::forward", dim(), z);
     Result r{Matrix(z), RowVector::Zero(z.cols())};
-    std::apply([&](const auto&... b) { (accumulate(r, b.forward_and_log_det(r.value)), ...); },
-               m_layers);
+    forward_inplace(r.value, &r.log_det);
     return r;
   }
 
   Result inverse_and_log_det(const ConstRef& x) const {
-    detail::check_rows("Chain::inverse", dim(), x);
     Result r{Matrix(x), RowVector::Zero(x.cols())};
-    reverse_each([&](const auto& b) { accumulate(r, b.inverse_and_log_det(r.value)); });
+    inverse_inplace(r.value, &r.log_det);
     return r;
   }
 
   Matrix forward(const ConstRef& z) const {
-    detail::check_rows("Chain::forward", dim(), z);
     Matrix v = z;
-    std::apply([&](const auto&... b) { ((v = b.forward(v)), ...); }, m_layers);
+    forward_inplace(v, nullptr);
     return v;
   }
 
   Matrix inverse(const ConstRef& x) const {
-    detail::check_rows("Chain::inverse", dim(), x);
     Matrix v = x;
-    reverse_each([&](const auto& b) { v = b.inverse(v); });
+    inverse_inplace(v, nullptr);
     return v;
   }
 
@@ -100,24 +96,49 @@ class Chain {
     return inverse_and_log_det(x).log_det;
   }
 
+  /// v <- f(v), element after element on the same buffer, adding log|det| to *log_det unless
+  /// it is null (see nflow::InPlaceFlow).
+  void forward_inplace(Matrix& v, RowVector* log_det) const {
+    detail::check_rows("Chain::forward", dim(), v);
+    std::apply([&](const auto&... b) { (detail::forward_inplace(b, v, log_det), ...); }, m_layers);
+  }
+
+  /// v <- f^{-1}(v), the elements in reverse order.
+  void inverse_inplace(Matrix& v, RowVector* log_det) const {
+    detail::check_rows("Chain::inverse", dim(), v);
+    reverse_each([&](const auto& b) { detail::inverse_inplace(b, v, log_det); });
+  }
+
   Result forward_and_log_det(const ConstRef& z, Cache& cache) const
       requires(TrainableFlow<Bs>&&...) {
-    detail::check_rows("Chain::forward", dim(), z);
-    cache.inverse = false;
     Result r{Matrix(z), RowVector::Zero(z.cols())};
-    each_with_cache(
-        cache, [&](const auto& b, auto& c) { accumulate(r, b.forward_and_log_det(r.value, c)); });
+    forward_inplace(r.value, r.log_det, cache);
     return r;
   }
 
   Result inverse_and_log_det(const ConstRef& x, Cache& cache) const
       requires(TrainableFlow<Bs>&&...) {
-    detail::check_rows("Chain::inverse", dim(), x);
-    cache.inverse = true;
     Result r{Matrix(x), RowVector::Zero(x.cols())};
-    reverse_each_with_cache(
-        cache, [&](const auto& b, auto& c) { accumulate(r, b.inverse_and_log_det(r.value, c)); });
+    inverse_inplace(r.value, r.log_det, cache);
     return r;
+  }
+
+  /// v <- f(v), log_det += log|det|, recording in `cache` what backward needs.
+  void forward_inplace(Matrix& v, RowVector& log_det, Cache& cache) const
+      requires(TrainableFlow<Bs>&&...) {
+    detail::check_rows("Chain::forward", dim(), v);
+    cache.inverse = false;
+    each_with_cache(
+        cache, [&](const auto& b, auto& c) { detail::train_inplace(b, false, v, log_det, c); });
+  }
+
+  /// v <- f^{-1}(v), log_det += log|det|, recording in `cache` what backward needs.
+  void inverse_inplace(Matrix& v, RowVector& log_det, Cache& cache) const
+      requires(TrainableFlow<Bs>&&...) {
+    detail::check_rows("Chain::inverse", dim(), v);
+    cache.inverse = true;
+    reverse_each_with_cache(
+        cache, [&](const auto& b, auto& c) { detail::train_inplace(b, true, v, log_det, c); });
   }
 
   /// Backpropagates through the elements in the reverse of the order they ran; the log-det is
@@ -125,13 +146,19 @@ class Chain {
   Matrix backward(const Cache& cache, const Matrix& grad_value,
                   const RowVector& grad_log_det) requires(TrainableFlow<Bs>&&...) {
     Matrix g = grad_value;
-    auto step = [&](auto& b, const auto& c) { g = b.backward(c, g, grad_log_det); };
+    backward_inplace(cache, g, grad_log_det);
+    return g;
+  }
+
+  /// g <- dL/d(input) from g = dL/d(value), through every element on the same buffer.
+  void backward_inplace(const Cache& cache, Matrix& g,
+                        const RowVector& grad_log_det) requires(TrainableFlow<Bs>&&...) {
+    auto step = [&](auto& b, const auto& c) { detail::backward_inplace(b, c, g, grad_log_det); };
     if (cache.inverse) {
       visit<false>(*this, cache, step);
     } else {
       visit<true>(*this, cache, step);
     }
-    return g;
   }
 
   template <class F>
@@ -142,16 +169,17 @@ class Chain {
         m_layers);
   }
 
+  /// for_each_parameter's traversal without the names: f(value, grad).
+  template <class F>
+  void visit_parameters(F&& f) requires(TrainableFlow<Bs>&&...) {
+    std::apply([&](auto&... b) { (detail::visit_parameters(b, f), ...); }, m_layers);
+  }
+
   void zero_grad() requires(TrainableFlow<Bs>&&...) {
     std::apply([](auto&... b) { (b.zero_grad(), ...); }, m_layers);
   }
 
  private:
-  static void accumulate(Result& r, Result&& step) {
-    r.value = std::move(step.value);
-    r.log_det += step.log_det;
-  }
-
   template <class F>
   void reverse_each(F&& f) const {
     reverse_impl(f, std::make_index_sequence<size>{});

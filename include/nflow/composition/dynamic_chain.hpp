@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "nflow/detail/inplace.hpp"
 #include "nflow/detail/trainable.hpp"
 #include "nflow/flow.hpp"
 
@@ -67,35 +68,26 @@ class DynamicChain {
   auto end() const { return m_layers.end(); }
 
   Result forward_and_log_det(const ConstRef& z) const {
-    detail::check_rows("DynamicChain::forward", m_dim, z);
     Result r{Matrix(z), RowVector::Zero(z.cols())};
-    for (const B& b : m_layers)
-      accumulate(r, b.forward_and_log_det(r.value));
+    forward_inplace(r.value, &r.log_det);
     return r;
   }
 
   Result inverse_and_log_det(const ConstRef& x) const {
-    detail::check_rows("DynamicChain::inverse", m_dim, x);
     Result r{Matrix(x), RowVector::Zero(x.cols())};
-    for (auto b = m_layers.rbegin(); b != m_layers.rend(); ++b) {
-      accumulate(r, b->inverse_and_log_det(r.value));
-    }
+    inverse_inplace(r.value, &r.log_det);
     return r;
   }
 
   Matrix forward(const ConstRef& z) const {
-    detail::check_rows("DynamicChain::forward", m_dim, z);
     Matrix v = z;
-    for (const B& b : m_layers)
-      v = b.forward(v);
+    forward_inplace(v, nullptr);
     return v;
   }
 
   Matrix inverse(const ConstRef& x) const {
-    detail::check_rows("DynamicChain::inverse", m_dim, x);
     Matrix v = x;
-    for (auto b = m_layers.rbegin(); b != m_layers.rend(); ++b)
-      v = b->inverse(v);
+    inverse_inplace(v, nullptr);
     return v;
   }
 
@@ -106,38 +98,69 @@ class DynamicChain {
     return inverse_and_log_det(x).log_det;
   }
 
+  /// v <- f(v), one layer after the other on the same buffer, adding log|det| to *log_det
+  /// unless it is null (see nflow::InPlaceFlow).
+  void forward_inplace(Matrix& v, RowVector* log_det) const {
+    detail::check_rows("DynamicChain::forward", m_dim, v);
+    for (const B& b : m_layers)
+      detail::forward_inplace(b, v, log_det);
+  }
+
+  /// v <- f^{-1}(v), the layers in reverse order.
+  void inverse_inplace(Matrix& v, RowVector* log_det) const {
+    detail::check_rows("DynamicChain::inverse", m_dim, v);
+    for (auto b = m_layers.rbegin(); b != m_layers.rend(); ++b)
+      detail::inverse_inplace(*b, v, log_det);
+  }
+
   Result forward_and_log_det(const ConstRef& z, Cache& cache) const requires TrainableFlow<B> {
-    detail::check_rows("DynamicChain::forward", m_dim, z);
-    cache.inverse = false;
-    cache.layers.resize(m_layers.size());
     Result r{Matrix(z), RowVector::Zero(z.cols())};
-    for (std::size_t i = 0; i < m_layers.size(); ++i) {
-      accumulate(r, m_layers[i].forward_and_log_det(r.value, cache.layers[i]));
-    }
+    forward_inplace(r.value, r.log_det, cache);
     return r;
   }
 
   Result inverse_and_log_det(const ConstRef& x, Cache& cache) const requires TrainableFlow<B> {
-    detail::check_rows("DynamicChain::inverse", m_dim, x);
+    Result r{Matrix(x), RowVector::Zero(x.cols())};
+    inverse_inplace(r.value, r.log_det, cache);
+    return r;
+  }
+
+  /// v <- f(v), log_det += log|det|, recording in `cache` what backward needs.
+  void forward_inplace(Matrix& v, RowVector& log_det,
+                       Cache& cache) const requires TrainableFlow<B> {
+    detail::check_rows("DynamicChain::forward", m_dim, v);
+    cache.inverse = false;
+    cache.layers.resize(m_layers.size());
+    for (std::size_t i = 0; i < m_layers.size(); ++i)
+      detail::train_inplace(m_layers[i], false, v, log_det, cache.layers[i]);
+  }
+
+  /// v <- f^{-1}(v), log_det += log|det|, recording in `cache` what backward needs.
+  void inverse_inplace(Matrix& v, RowVector& log_det,
+                       Cache& cache) const requires TrainableFlow<B> {
+    detail::check_rows("DynamicChain::inverse", m_dim, v);
     cache.inverse = true;
     cache.layers.resize(m_layers.size());
-    Result r{Matrix(x), RowVector::Zero(x.cols())};
-    for (std::size_t i = m_layers.size(); i-- > 0;) {
-      accumulate(r, m_layers[i].inverse_and_log_det(r.value, cache.layers[i]));
-    }
-    return r;
+    for (std::size_t i = m_layers.size(); i-- > 0;)
+      detail::train_inplace(m_layers[i], true, v, log_det, cache.layers[i]);
   }
 
   /// Backpropagates through the layers in the reverse of the order they ran.
   Matrix backward(const Cache& cache, const Matrix& grad_value,
                   const RowVector& grad_log_det) requires TrainableFlow<B> {
     Matrix g = grad_value;
+    backward_inplace(cache, g, grad_log_det);
+    return g;
+  }
+
+  /// g <- dL/d(input) from g = dL/d(value), through every layer on the same buffer.
+  void backward_inplace(const Cache& cache, Matrix& g,
+                        const RowVector& grad_log_det) requires TrainableFlow<B> {
     const std::size_t n = m_layers.size();
     for (std::size_t k = 0; k < n; ++k) {
       const std::size_t i = cache.inverse ? k : n - 1 - k;
-      g = m_layers[i].backward(cache.layers[i], g, grad_log_det);
+      detail::backward_inplace(m_layers[i], cache.layers[i], g, grad_log_det);
     }
-    return g;
   }
 
   template <class F>
@@ -147,17 +170,19 @@ class DynamicChain {
     }
   }
 
+  /// for_each_parameter's traversal without the names: f(value, grad).
+  template <class F>
+  void visit_parameters(F&& f) requires TrainableFlow<B> {
+    for (B& b : m_layers)
+      detail::visit_parameters(b, f);
+  }
+
   void zero_grad() requires TrainableFlow<B> {
     for (B& b : m_layers)
       b.zero_grad();
   }
 
  private:
-  static void accumulate(Result& r, Result&& step) {
-    r.value = std::move(step.value);
-    r.log_det += step.log_det;
-  }
-
   Index m_dim = 0;
   std::vector<B> m_layers;
 };

@@ -175,6 +175,13 @@ class DiagonalNormal {
     f(prefix + "log_scale", m_log_scale, m_grad_log_scale);
   }
 
+  /// for_each_parameter's traversal without the names: f(value, grad).
+  template <class F>
+  void visit_parameters(F&& f) {
+    f(m_mean, m_grad_mean);
+    f(m_log_scale, m_grad_log_scale);
+  }
+
   void zero_grad() {
     m_grad_mean.setZero(m_mean.rows(), 1);
     m_grad_log_scale.setZero(m_log_scale.rows(), 1);

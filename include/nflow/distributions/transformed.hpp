@@ -4,6 +4,7 @@
 #include <string>
 #include <utility>
 
+#include "nflow/detail/inplace.hpp"
 #include "nflow/distributions/standard_normal.hpp"
 #include "nflow/flow.hpp"
 
@@ -78,6 +79,13 @@ class TransformedDistribution {
   void for_each_parameter(F&& f) {
     m_flow.for_each_parameter(f, "flow.");
     m_base.for_each_parameter(f, "base.");
+  }
+
+  /// for_each_parameter's traversal without the names: f(value, grad).
+  template <class F>
+  void visit_parameters(F&& f) {
+    detail::visit_parameters(m_flow, f);
+    detail::visit_parameters(m_base, f);
   }
 
   void zero_grad() {

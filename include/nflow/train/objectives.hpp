@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "nflow/detail/inplace.hpp"
 #include "nflow/detail/trainable.hpp"
 #include "nflow/distributions/transformed.hpp"
 
@@ -28,6 +29,9 @@ struct ReverseKlBatch {
 template <class Model>
 struct TrainingCache {
   typename Model::FlowType::Cache flow;
+  Matrix<typename Model::Scalar> value;       ///< the batch, transformed in place
+  Matrix<typename Model::Scalar> grad;        ///< its gradient, backpropagated in place
+  RowVector<typename Model::Scalar> log_det;  ///< log|det| of the flow per column
 };
 
 /**
@@ -47,14 +51,17 @@ typename Model::Scalar mean_nll_backward(Model& model,
   const Scalar inv_n = Scalar(1) / Scalar(x.cols());
 
   // z = f^{-1}(x);  log p(x) = log p_Z(z) + log|det|.
-  auto [z, log_det] = model.flow().inverse_and_log_det(x, cache.flow);
-  const RowVector<Scalar> log_prob = model.base().log_prob(z) + log_det;
+  Matrix<Scalar>& z = cache.value;
+  z = x;
+  cache.log_det.setZero(x.cols());
+  detail::train_inplace(model.flow(), true, z, cache.log_det, cache.flow);
+  const Scalar sum_log_prob = model.base().log_prob(z).sum() + cache.log_det.sum();
 
   // dL/dlog p = -1/N per column; dL/dz through the base, then through the flow.
   const RowVector<Scalar> g_log_prob = RowVector<Scalar>::Constant(x.cols(), -inv_n);
-  const Matrix<Scalar> g_z = model.base().log_prob_backward(z, g_log_prob);
-  model.flow().backward(cache.flow, g_z, g_log_prob);
-  return -log_prob.sum() * inv_n;
+  cache.grad = model.base().log_prob_backward(z, g_log_prob);
+  detail::backward_inplace(model.flow(), cache.flow, cache.grad, g_log_prob);
+  return -sum_log_prob * inv_n;
 }
 
 /**
@@ -76,19 +83,22 @@ ReverseKlBatch<typename Model::Scalar> reverse_kl_backward(
 
   // z = base(eps), x = f(z), log q(x) = log p_Z(z) - log|det df/dz|.
   auto [z, log_pz] = model.base().transform_noise(eps);
-  auto [x, log_det] = model.flow().forward_and_log_det(z, cache.flow);
+  Matrix<Scalar>& x = cache.value;
+  x = std::move(z);
+  cache.log_det.setZero(n);
+  detail::train_inplace(model.flow(), false, x, cache.log_det, cache.flow);
   const TargetEvaluation<Scalar> t = target(x);
   detail::check_rows("reverse_kl_backward: target gradient", model.dim(), t.grad);
   if (t.log_prob.cols() != n || t.grad.cols() != n) {
     detail::fail("reverse_kl_backward", "target evaluation columns", n, t.grad.cols());
   }
-  const RowVector<Scalar> log_q = log_pz - log_det;
+  const RowVector<Scalar> log_q = log_pz - cache.log_det;
 
   // dL/dx = -beta/N grad log p~,  dL/dlog|det| = -1/N,  dL/dlog p_Z = 1/N.
-  const Matrix<Scalar> g_x = (-beta * inv_n) * t.grad;
-  const Matrix<Scalar> g_z =
-      model.flow().backward(cache.flow, g_x, RowVector<Scalar>::Constant(n, -inv_n));
-  model.base().noise_backward(eps, g_z, RowVector<Scalar>::Constant(n, inv_n));
+  cache.grad = (-beta * inv_n) * t.grad;
+  detail::backward_inplace(model.flow(), cache.flow, cache.grad,
+                           RowVector<Scalar>::Constant(n, -inv_n));
+  model.base().noise_backward(eps, cache.grad, RowVector<Scalar>::Constant(n, inv_n));
 
   return {(log_q - beta * t.log_prob).sum() * inv_n, (t.log_prob - log_q).sum() * inv_n};
 }
