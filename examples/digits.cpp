@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <numbers>
 #include <random>
 #include <stdexcept>
@@ -22,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "args.hpp"
 #include "image.hpp"
 #include "nflow/nflow.hpp"
 
@@ -54,16 +56,28 @@ struct Args {
   std::string premap = "logit";
 };
 
+const char* const usage =
+    "usage: digits [--seed S] [--steps N] [--out PATH] [--data DIR] [--premap logit|standardise]\n"
+    "  --seed S       seed of the weights, the dequantisation noise and the minibatches (1)\n"
+    "  --steps N      maximum training steps; early stopping may end sooner (3000)\n"
+    "  --out PATH     where to write the picture (digits.png)\n"
+    "  --data DIR     directory holding digits_train.csv and digits_test.csv\n"
+    "  --premap M     map of the dequantised pixels: logit (default) or standardise\n";
+
 Args parse_args(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::printf("%s", usage);
+      std::exit(0);
+    }
     if (i + 1 >= argc) throw std::invalid_argument("missing value after " + flag);
     const std::string v = argv[++i];
     if (flag == "--seed") {
-      a.seed = std::stoull(v);
+      a.seed = examples::parse_count(flag, v);
     } else if (flag == "--steps") {
-      a.steps = std::stol(v);
+      a.steps = static_cast<Index>(examples::parse_positive(flag, v));
     } else if (flag == "--out") {
       a.out = v;
     } else if (flag == "--data") {

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <numbers>
 #include <optional>
 #include <random>
@@ -25,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "args.hpp"
 #include "image.hpp"
 #include "nflow/nflow.hpp"
 
@@ -188,32 +190,37 @@ struct Options {
   std::vector<int> lengths{2, 8, 32};
 };
 
-std::vector<int> parse_list(const std::string& s) {
-  std::vector<int> v;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');)
-    v.push_back(std::stoi(item));
-  return v;
-}
+const char* const usage =
+    "usage: energy [--steps N] [--seed S] [--out PATH] [--energies LIST] [--lengths LIST]\n"
+    "  --steps N         training steps of every fit (default: 4000, 8000, 16000 for K <= 2,\n"
+    "                    <= 8, larger)\n"
+    "  --seed S          seed of the initial parameters and the noise (1)\n"
+    "  --out PATH        where to write the picture (energy.png)\n"
+    "  --energies LIST   which of U1-U4, e.g. 1,3 (all)\n"
+    "  --lengths LIST    flow lengths K, e.g. 2,8,32 (the default)\n";
 
 Options parse_options(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::printf("%s", usage);
+      std::exit(0);
+    }
     if (i + 1 >= argc) throw std::invalid_argument("missing value after " + a);
     const std::string v = argv[++i];
     if (a == "--steps")
-      o.steps = std::stol(v);
+      o.steps = static_cast<long>(examples::parse_positive(a, v));
     else if (a == "--seed")
-      o.seed = std::stoull(v);
+      o.seed = examples::parse_count(a, v);
     else if (a == "--out")
       o.out = v;
     else if (a == "--energies")
-      o.energies = parse_list(v);
+      o.energies = examples::parse_list(a, v);
     else if (a == "--lengths")
-      o.lengths = parse_list(v);
+      o.lengths = examples::parse_list(a, v);
     else
-      throw std::invalid_argument("unknown option " + a);
+      throw std::invalid_argument("unknown option " + a + " (see --help)");
   }
   for (int id : o.energies)
     if (id < 1 || id > 4) throw std::invalid_argument("--energies: numbers 1 to 4");

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "args.hpp"
 #include "image.hpp"
 #include "nflow/nflow.hpp"
 
@@ -57,21 +58,6 @@ struct Args {
   bool help = false;
 };
 
-// A whole-string non-negative integer, or an error naming the flag.
-unsigned long long parse_count(const std::string& flag, const std::string& text) {
-  std::size_t used = 0;
-  unsigned long long v = 0;
-  try {
-    v = std::stoull(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != text.size() || text[0] == '-') {
-    throw std::invalid_argument(flag + " expects a non-negative integer, got '" + text + "'");
-  }
-  return v;
-}
-
 Args parse_args(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
@@ -95,10 +81,10 @@ Args parse_args(int argc, char** argv) {
     if (i + 1 >= argc) throw std::invalid_argument(flag + " needs a value");
     const std::string value = argv[++i];
     if (flag == "--steps") {
-      a.steps = static_cast<long long>(parse_count(flag, value));
+      a.steps = static_cast<long long>(examples::parse_count(flag, value));
       if (a.steps == 0) throw std::invalid_argument("--steps must be at least 1");
     } else if (flag == "--seed") {
-      a.seed = parse_count(flag, value);
+      a.seed = examples::parse_count(flag, value);
     } else if (flag == "--out") {
       a.out = value;
     } else if (flag == "--data") {
