@@ -8,6 +8,7 @@
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #endif
 #include <catch2/catch.hpp>
+#include <concepts>
 
 #include <Eigen/LU>
 #include <Eigen/SVD>
@@ -356,7 +357,10 @@ nflow::AnyBijector<double> any_to_double(TwinTag t, const nflow::AnyBijector<flo
   return *out;
 }
 
-inline nflow::AnyBijector<double> to_double(TwinTag t, const nflow::AnyBijector<float>& a) {
+// A template on the exact type, so that other bijectors do not reach it through AnyBijector's
+// converting constructor.
+template <std::same_as<nflow::AnyBijector<float>> A>
+nflow::AnyBijector<double> to_double(TwinTag t, const A& a) {
   using namespace nflow;
   return any_to_double<AffineCoupling<float>, Planar<float>, Permutation<float>,
                        Inverse<AffineCoupling<float>>, Inverse<Planar<float>>,

@@ -45,8 +45,9 @@ enum class RootStatus : unsigned char {
  * Departures from the paper, and guards:
  * - log|det| is evaluated as log(tanh^2 + (1 + c) sech^2), with 1 + c = softplus(w^T u),
  *   which keeps full precision as w^T u_hat approaches -1.
- * - When ||w||^2 underflows to zero the reparameterisation is undefined; u_hat = u is used
- *   (the map is then z + u tanh(b), exactly invertible).
+ * - The reparameterisation is evaluated through w / ||w||, so it holds also where ||w||^2
+ *   underflows; only for w = 0 exactly, where it is undefined, u_hat = u is used (the map is
+ *   then the shift z + u tanh(b), exactly invertible).
  *
  * \warning A column whose root finding does not converge within `max_iterations` comes back
  * as NaN from inverse() and inverse_and_log_det(); solve_inverse() reports the status and the
@@ -230,33 +231,39 @@ class Planar : public BijectorBase<Planar<ScalarT>, ScalarT> {
   }
 
  private:
-  // Quantities derived from (u, w) once per call.
+  // Quantities derived from (u, w) once per call. The reparameterisation is computed with the
+  // unit vector w / ||w|| so that it stays exact when ||w||^2 underflows:
+  //   u_hat = u + gamma w / ||w||,  gamma = (m(k) - k) / ||w||.
   struct Reparam {
     Vector<Scalar> u_hat;
-    Scalar c;           // w^T u_hat
-    Scalar one_plus_c;  // 1 + c, accurate near c = -1
-    Scalar k;           // w^T u
-    Scalar beta;        // u_hat = u + beta w
-    Scalar w2;          // ||w||^2
+    Vector<Scalar> w_unit;  // w / ||w|| (zero when w = 0)
+    Scalar c;               // w^T u_hat
+    Scalar one_plus_c;      // 1 + c, accurate near c = -1
+    Scalar k;               // w^T u
+    Scalar gamma;           // u_hat = u + gamma w_unit
+    Scalar w_norm;          // ||w||
     bool w_zero;
   };
 
   Reparam reparam() const {
     Reparam p;
     p.k = m_w.col(0).dot(m_u.col(0));
-    p.w2 = m_w.squaredNorm();
-    p.w_zero = !(p.w2 >= std::numeric_limits<Scalar>::min());
+    p.w_norm = m_w.col(0).stableNorm();
+    p.w_zero = !(p.w_norm > Scalar(0));
     if (p.w_zero) {
-      p.beta = Scalar(0);
+      // w = 0: w^T z = 0 for every z, so the map is the shift z + u tanh(b).
+      p.gamma = Scalar(0);
       p.c = p.k;
       p.one_plus_c = Scalar(1) + p.k;
+      p.w_unit.setZero(dim());
     } else {
       // m(k) = -1 + softplus(k);  u_hat = u + (m(k) - k) w / ||w||^2   [Appendix A.1]
       p.one_plus_c = detail::softplus(p.k);
       p.c = p.one_plus_c - Scalar(1);
-      p.beta = (p.c - p.k) / p.w2;
+      p.w_unit = m_w.col(0) / p.w_norm;
+      p.gamma = (p.c - p.k) / p.w_norm;
     }
-    p.u_hat = m_u.col(0) + p.beta * m_w.col(0);
+    p.u_hat = m_u.col(0) + p.gamma * p.w_unit;
     return p;
   }
 
@@ -329,7 +336,11 @@ class Planar : public BijectorBase<Planar<ScalarT>, ScalarT> {
     Vector<Scalar> g_w = z * g_t.transpose();
     m_grad_b(0, 0) += g_t.sum();
 
-    // Through the reparameterisation u_hat = u + beta w, c = m(k), k = w^T u.
+    // Through the reparameterisation u_hat = u + gamma w / ||w||, c = m(k), k = w^T u, with
+    // m'(k) = sigmoid(k) and n = w / ||w||:
+    //   dL/du += (m' - 1)(n^T G) n + g_c m' w
+    //   dL/dw += [gamma G + (m' - 1)(n^T G) u - 2 gamma (n^T G) n] / ||w|| + g_c m' u
+    // for G = dL/du_hat (the ||w||^2 of the paper's form never appears, so nothing underflows).
     const auto u = m_u.col(0);
     const auto w = m_w.col(0);
     if (p.w_zero) {
@@ -337,10 +348,12 @@ class Planar : public BijectorBase<Planar<ScalarT>, ScalarT> {
       g_w += g_c * u;
     } else {
       const Scalar sig = detail::sigmoid(p.k);
-      const Scalar dbeta_dk = (sig - Scalar(1)) / p.w2;
-      const Scalar s = w.dot(g_uhat);
-      m_grad_u.col(0) += g_uhat + (s * dbeta_dk + g_c * sig) * w;
-      g_w += p.beta * g_uhat + (s * dbeta_dk + g_c * sig) * u - (Scalar(2) * s * p.beta / p.w2) * w;
+      const Scalar s = p.w_unit.dot(g_uhat);
+      m_grad_u.col(0) += g_uhat + ((sig - Scalar(1)) * s) * p.w_unit + (g_c * sig) * w;
+      g_w +=
+          (p.gamma * g_uhat + ((sig - Scalar(1)) * s) * u - (Scalar(2) * p.gamma * s) * p.w_unit) /
+              p.w_norm +
+          (g_c * sig) * u;
     }
     m_grad_w.col(0) += g_w;
 

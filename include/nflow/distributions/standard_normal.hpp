@@ -18,9 +18,10 @@ constexpr Scalar log_norm_const() {
   return Scalar(-0.91893853320467274178032973640561764);
 }
 
+/// dim x n standard-normal draws; `where` names the caller in the error for n <= 0.
 template <class Scalar, class Rng>
-Matrix<Scalar> standard_normal_noise(Index dim, Index n, Rng& rng) {
-  check_positive("sample", "n (number of samples)", n);
+Matrix<Scalar> standard_normal_noise(std::string_view where, Index dim, Index n, Rng& rng) {
+  check_positive(where, "n (number of samples)", n);
   std::normal_distribution<Scalar> normal;
   Matrix<Scalar> eps(dim, n);
   for (Index i = 0; i < eps.size(); ++i)
@@ -53,7 +54,7 @@ class StandardNormal {
 
   template <class Rng>
   Matrix sample(Index n, Rng& rng) const {
-    return detail::standard_normal_noise<Scalar>(m_dim, n, rng);
+    return detail::standard_normal_noise<Scalar>("StandardNormal::sample", m_dim, n, rng);
   }
 
   template <class Rng>
@@ -125,12 +126,15 @@ class DiagonalNormal {
 
   template <class Rng>
   Matrix sample(Index n, Rng& rng) const {
-    return transform_noise(detail::standard_normal_noise<Scalar>(dim(), n, rng)).value;
+    return transform_noise(
+               detail::standard_normal_noise<Scalar>("DiagonalNormal::sample", dim(), n, rng))
+        .value;
   }
 
   template <class Rng>
   ValueAndLogProb<Scalar> sample_and_log_prob(Index n, Rng& rng) const {
-    return transform_noise(detail::standard_normal_noise<Scalar>(dim(), n, rng));
+    return transform_noise(
+        detail::standard_normal_noise<Scalar>("DiagonalNormal::sample", dim(), n, rng));
   }
 
   /// z = mean + sigma * eps, with log p(z), for standard-normal noise eps.

@@ -62,12 +62,15 @@ class TransformedDistribution {
   /// n samples x = f(z), z ~ base.
   template <class Rng>
   Matrix sample(Index n, Rng& rng) const {
+    detail::check_positive("TransformedDistribution::sample", "n (number of samples)", n);
     return m_flow.forward(m_base.sample(n, rng));
   }
 
   /// n samples with their log-density, by the forward direction only.
   template <class Rng>
   ValueAndLogProb<Scalar> sample_and_log_prob(Index n, Rng& rng) const {
+    detail::check_positive("TransformedDistribution::sample_and_log_prob", "n (number of samples)",
+                           n);
     auto [z, log_pz] = m_base.sample_and_log_prob(n, rng);
     auto [x, log_det] = m_flow.forward_and_log_det(z);
     return ValueAndLogProb<Scalar>{std::move(x), log_pz - log_det};

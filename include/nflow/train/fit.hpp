@@ -316,8 +316,8 @@ ReverseKlReport fit_reverse_kl(Model& model, Target&& target, const ReverseKlOpt
         options.adam, options.schedule, options.final_lr_fraction, step - 1, options.max_steps));
 
     // One reparameterised batch, its gradient, and the Adam step.
-    const Matrix<Scalar> eps =
-        detail::standard_normal_noise<Scalar>(model.dim(), options.batch_size, rng);
+    const Matrix<Scalar> eps = detail::standard_normal_noise<Scalar>("fit_reverse_kl", model.dim(),
+                                                                     options.batch_size, rng);
     model.zero_grad();
     const auto r = reverse_kl_backward(model, eps, target, Scalar(beta), cache);
     if (!std::isfinite(static_cast<double>(r.loss)) || adam.step(model) != StepStatus::applied) {
