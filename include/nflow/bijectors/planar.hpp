@@ -14,6 +14,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "nflow/bijector_base.hpp"
@@ -73,10 +74,32 @@ class Planar : public BijectorBase<Planar<ScalarT>, ScalarT> {
     Eigen::ComputationInfo info = Eigen::Success;
   };
 
+ private:
+  // Quantities derived from (u, w) once per call. The reparameterisation is computed with the
+  // unit vector w / ||w|| so that it stays exact when ||w||^2 underflows:
+  //   u_hat = u + gamma w / ||w||,  gamma = (m(k) - k) / ||w||.
+  struct Reparam {
+    Vector<Scalar> u_hat;
+    Vector<Scalar> w_unit;  // w / ||w|| (zero when w = 0)
+    Scalar c = 0;           // w^T u_hat
+    Scalar one_plus_c = 1;  // 1 + c, accurate near c = -1
+    Scalar k = 0;           // w^T u
+    Scalar gamma = 0;       // u_hat = u + gamma w_unit
+    Scalar w_norm = 0;      // ||w||
+    bool w_zero = true;
+  };
+
+ public:
+  /// What backward() needs from a call; the buffers are kept between calls, so a reused cache
+  /// does not allocate.
   struct Cache {
     bool inverse = false;
     Matrix latent;  // z
-    RowVector pre;  // w^T z + b
+    RowVector pre;  // t = w^T z + b
+    RowVector h;    // tanh(t)
+    RowVector hp;   // sech^2(t)
+    RowVector q;    // 1 + c h'(t) = tanh^2(t) + (1 + c) sech^2(t)
+    Reparam p;      // the parameters the call used
   };
 
   /// Identity planar flow (u = w = 0, b = 0).
@@ -123,8 +146,10 @@ class Planar : public BijectorBase<Planar<ScalarT>, ScalarT> {
   }
 
   Result forward_and_log_det(const ConstRef& z) const {
-    Cache cache;
-    return forward_and_log_det(z, cache);
+    detail::check_rows("Planar::forward", dim(), z);
+    Result r{Matrix(z), RowVector::Zero(z.cols())};
+    forward_inplace(r.value, &r.log_det);
+    return r;
   }
 
   Result inverse_and_log_det(const ConstRef& x) const {
@@ -134,79 +159,119 @@ class Planar : public BijectorBase<Planar<ScalarT>, ScalarT> {
 
   Result forward_and_log_det(const ConstRef& z, Cache& cache) const {
     detail::check_rows("Planar::forward", dim(), z);
-    const Reparam p = reparam();
-
-    // t = w^T z + b;  x = z + u_hat tanh(t)   [Eq. 10]
-    cache.inverse = false;
-    cache.latent = z;
-    cache.pre = (m_w.transpose() * z).array() + b();
-    Result r{Matrix(z), log_q(cache.pre, p)};
-    r.value.noalias() += p.u_hat * cache.pre.array().tanh().matrix();
+    Result r{Matrix(z), RowVector::Zero(z.cols())};
+    forward_inplace(r.value, r.log_det, cache);
     return r;
   }
 
   Result inverse_and_log_det(const ConstRef& x, Cache& cache) const {
-    InverseSolution s = solve_inverse(x);
-    for (Index j = 0; j < x.cols(); ++j) {
-      if (s.status[j] == RootStatus::not_converged) {
-        s.value.col(j).setConstant(std::numeric_limits<Scalar>::quiet_NaN());
-        s.log_det(j) = std::numeric_limits<Scalar>::quiet_NaN();
-      }
-    }
-    cache.inverse = true;
-    cache.latent = s.value;
-    cache.pre = (m_w.transpose() * s.value).array() + b();
-    return Result{std::move(s.value), std::move(s.log_det)};
+    detail::check_rows("Planar::inverse", dim(), x);
+    Result r{Matrix(x), RowVector::Zero(x.cols())};
+    inverse_inplace(r.value, r.log_det, cache);
+    return r;
   }
 
-  /// z = f^{-1}(x) and log|det df^{-1}/dx|, with the root finder's status per column.
+  /// v <- f(v), adding log|det| to *log_det unless it is null (see nflow::InPlaceFlow).
+  void forward_inplace(Matrix& v, RowVector* log_det) const {
+    detail::check_rows("Planar::forward", dim(), v);
+    // t = w^T z + b;  x = z + u_hat tanh(t);  log|det| = log(1 + c h'(t))   [Eq. 10-12]
+    Cache c;
+    reparam(c.p);
+    pre_activation(v, c.pre);
+    if (log_det) {
+      activation(c);
+      log_det->array() += c.q.array().log();
+    } else {
+      c.h = c.pre.array().tanh();
+    }
+    add_outer(v, c.p.u_hat, c.h, Scalar(1));
+  }
+
+  /// v <- f^{-1}(v), adding log|det| to *log_det unless it is null. A column whose root finding
+  /// does not converge becomes NaN.
+  void inverse_inplace(Matrix& v, RowVector* log_det) const {
+    Cache c;
+    RowVector ld = RowVector::Zero(v.cols());
+    inverse_inplace(v, ld, c);
+    if (log_det) *log_det += ld;
+  }
+
+  /// v <- f(v), log_det += log|det|, recording in `cache` what backward_inplace needs.
+  void forward_inplace(Matrix& v, RowVector& log_det, Cache& cache) const {
+    detail::check_rows("Planar::forward", dim(), v);
+    cache.inverse = false;
+    reparam(cache.p);
+    cache.latent = v;
+    pre_activation(v, cache.pre);
+    activation(cache);
+    log_det.array() += cache.q.array().log();
+    add_outer(v, cache.p.u_hat, cache.h, Scalar(1));
+  }
+
+  /// v <- f^{-1}(v), log_det += log|det|, recording in `cache` what backward_inplace needs. A
+  /// column whose root finding does not converge becomes NaN.
+  void inverse_inplace(Matrix& v, RowVector& log_det, Cache& cache) const {
+    detail::check_rows("Planar::inverse", dim(), v);
+    cache.inverse = true;
+    reparam(cache.p);
+    solve_pre_activation(v, cache.p, cache.pre, nullptr, nullptr);
+    activation(cache);
+    // z = x - u_hat tanh(t);  log|det df^{-1}/dx| = -log|det df/dz| at z.
+    add_outer(v, cache.p.u_hat, cache.h, Scalar(-1));
+    log_det.array() -= cache.q.array().log();
+    cache.latent = v;
+  }
+
+  /// z = f^{-1}(x) and log|det df^{-1}/dx|, with the root finder's status per column. Unlike
+  /// inverse(), a column that did not converge keeps the last iterate (its status says so).
   InverseSolution solve_inverse(const ConstRef& x) const {
     detail::check_rows("Planar::inverse", dim(), x);
-    const Reparam p = reparam();
+    Cache c;
+    reparam(c.p);
     InverseSolution s;
     s.iterations.assign(x.cols(), 0);
     s.status.assign(x.cols(), RootStatus::converged);
-
-    // alpha = w^T z solves  alpha + c tanh(alpha + b) = w^T x.
-    const RowVector y = m_w.transpose() * x;
-    RowVector t(x.cols());
-    for (Index j = 0; j < x.cols(); ++j) {
-      t(j) = solve_alpha(y(j), p, s.iterations[j], s.status[j]) + b();
-      if (s.status[j] == RootStatus::not_converged) s.info = Eigen::NoConvergence;
-    }
-
-    // z = x - u_hat tanh(alpha + b);  log|det df^{-1}/dx| = -log|det df/dz| at z.
     s.value = x;
-    s.value.noalias() -= p.u_hat * t.array().tanh().matrix();
-    s.log_det = -log_q(t, p);
+    solve_pre_activation(s.value, c.p, c.pre, s.iterations.data(), s.status.data());
+    for (RootStatus st : s.status)
+      if (st == RootStatus::not_converged) s.info = Eigen::NoConvergence;
+    activation(c);
+    add_outer(s.value, c.p.u_hat, c.h, Scalar(-1));
+    s.log_det = -c.q.array().log();
     return s;
   }
 
-  /// Vector-Jacobian product of the call recorded in `cache`. For the inverse, which has no
-  /// closed form, the implicit-function theorem gives dz/dx = J^{-1} and
-  /// dz/dtheta = -J^{-1} df/dtheta, with J^{-1} applied by the Sherman-Morrison formula.
+  /// Vector-Jacobian product of the call recorded in `cache`.
   Matrix backward(const Cache& cache, const Matrix& grad_value, const RowVector& grad_log_det) {
-    const Reparam p = reparam();
-    if (!cache.inverse) return forward_vjp(cache.latent, cache.pre, p, grad_value, grad_log_det);
-
-    // The inverse log-det -log q(t) also depends on z:  g = dL/dz + dL/dlogdet * 2c h h' / q * w.
-    const auto h = cache.pre.array().tanh();
-    const RowVector hp = cache.pre.unaryExpr([](Scalar a) { return detail::sech2(a); });
-    const RowVector q = (h.square() + p.one_plus_c * hp.array()).matrix();
-    const RowVector g_t = (grad_log_det.array() * Scalar(2) * p.c * h * hp.array() / q.array());
     Matrix g = grad_value;
-    g.noalias() += m_w * g_t;
+    backward_inplace(cache, g, grad_log_det);
+    return g;
+  }
+
+  /// In-place backward of the call recorded in `cache`: g = dL/d(value) on entry, dL/d(input)
+  /// on exit; the parameter gradients are accumulated. For the inverse, which has no closed
+  /// form, the implicit-function theorem gives dz/dx = J^{-1} and dz/dtheta = -J^{-1}
+  /// df/dtheta, with J^{-1} applied by the Sherman-Morrison formula.
+  void backward_inplace(const Cache& cache, Matrix& g, const RowVector& grad_log_det) {
+    const Reparam& p = cache.p;
+    if (!cache.inverse) {
+      // dL/dz = dL/dx + w dL/dt.
+      accumulate_forward_vjp(cache, g, grad_log_det, Scalar(1));
+      add_outer(g, m_w.col(0), m_g_t, Scalar(1));
+      return;
+    }
+    // The inverse log-det -log q(t) also depends on z:  g = dL/dz + dL/dlogdet 2c h h' / q w.
+    m_g_t = grad_log_det.array() * Scalar(2) * p.c * cache.h.array() * cache.hp.array() /
+            cache.q.array();
+    add_outer(g, m_w.col(0), m_g_t, Scalar(1));
 
     // dL/dx = J^{-T} g = g - w h' (u_hat^T g) / q   (Sherman-Morrison; q = 1 + c h').
-    const RowVector coef = ((p.u_hat.transpose() * g).array() * hp.array() / q.array()).matrix();
-    Matrix grad_x = g;
-    grad_x.noalias() -= m_w * coef;
+    dot_columns(g, p.u_hat, m_g_t);
+    m_g_t.array() *= cache.hp.array() / cache.q.array();
+    add_outer(g, m_w.col(0), m_g_t, Scalar(-1));
 
-    // dL/dtheta = -(df/dtheta)^T dL/dx + explicit dependence of the log-det on theta.
-    const Matrix neg_grad_x = -grad_x;
-    const RowVector neg_gld = -grad_log_det;
-    forward_vjp(cache.latent, cache.pre, p, neg_grad_x, neg_gld);
-    return grad_x;
+    // dL/dtheta = -(df/dtheta)^T dL/dx + the explicit dependence of the log-det on theta.
+    accumulate_forward_vjp(cache, g, grad_log_det, Scalar(-1));
   }
 
   template <class F>
@@ -231,22 +296,11 @@ class Planar : public BijectorBase<Planar<ScalarT>, ScalarT> {
   }
 
  private:
-  // Quantities derived from (u, w) once per call. The reparameterisation is computed with the
-  // unit vector w / ||w|| so that it stays exact when ||w||^2 underflows:
-  //   u_hat = u + gamma w / ||w||,  gamma = (m(k) - k) / ||w||.
-  struct Reparam {
-    Vector<Scalar> u_hat;
-    Vector<Scalar> w_unit;  // w / ||w|| (zero when w = 0)
-    Scalar c;               // w^T u_hat
-    Scalar one_plus_c;      // 1 + c, accurate near c = -1
-    Scalar k;               // w^T u
-    Scalar gamma;           // u_hat = u + gamma w_unit
-    Scalar w_norm;          // ||w||
-    bool w_zero;
-  };
+  // Below this dimension the per-column dot products and rank-one updates are written as plain
+  // loops; above it they are Eigen matrix-vector products.
+  static constexpr Index kSmallDim = 16;
 
-  Reparam reparam() const {
-    Reparam p;
+  void reparam(Reparam& p) const {
     p.k = m_w.col(0).dot(m_u.col(0));
     p.w_norm = m_w.col(0).stableNorm();
     p.w_zero = !(p.w_norm > Scalar(0));
@@ -264,15 +318,151 @@ class Planar : public BijectorBase<Planar<ScalarT>, ScalarT> {
       p.gamma = (p.c - p.k) / p.w_norm;
     }
     p.u_hat = m_u.col(0) + p.gamma * p.w_unit;
+  }
+
+  Reparam reparam() const {
+    Reparam p;
+    reparam(p);
     return p;
   }
 
-  // log q(t) = log(tanh^2 t + (1 + c) sech^2 t) = log|1 + c h'(t)|.
-  static RowVector log_q(const RowVector& t, const Reparam& p) {
-    return t.unaryExpr([&](Scalar a) {
-      const Scalar h = std::tanh(a);
-      return std::log(h * h + p.one_plus_c * detail::sech2(a));
+  // Calls f(std::integral_constant<Index, D>) with D = d for the dimensions 1 to 4, so that the
+  // per-column loops below are unrolled there, and with D = 0 (meaning "use d") otherwise.
+  template <class F>
+  static void with_static_dim(Index d, F&& f) {
+    switch (d) {
+      case 1:
+        f(std::integral_constant<Index, 1>{});
+        break;
+      case 2:
+        f(std::integral_constant<Index, 2>{});
+        break;
+      case 3:
+        f(std::integral_constant<Index, 3>{});
+        break;
+      case 4:
+        f(std::integral_constant<Index, 4>{});
+        break;
+      default:
+        f(std::integral_constant<Index, 0>{});
+    }
+  }
+
+  // out_j = a^T v_j for every column j of v.
+  static void dot_columns(const Matrix& v, const Eigen::Ref<const Vector<Scalar>>& a,
+                          RowVector& out) {
+    const Index n = v.cols();
+    out.resize(n);
+    if (v.rows() > kSmallDim) {
+      out.noalias() = a.transpose() * v;
+      return;
+    }
+    with_static_dim(v.rows(), [&](auto static_d) {
+      const Index d = static_d() > 0 ? static_d() : v.rows();
+      Scalar coef[kSmallDim];
+      for (Index i = 0; i < d; ++i)
+        coef[i] = a(i);
+      const Scalar* col = v.data();
+      Scalar* o = out.data();
+      for (Index j = 0; j < n; ++j, col += d) {
+        Scalar s = Scalar(0);
+        for (Index i = 0; i < d; ++i)
+          s += coef[i] * col[i];
+        o[j] = s;
+      }
     });
+  }
+
+  // v += sign a r^T: column j gains sign r_j a.
+  static void add_outer(Matrix& v, const Eigen::Ref<const Vector<Scalar>>& a, const RowVector& r,
+                        Scalar sign) {
+    const Index n = v.cols();
+    if (v.rows() > kSmallDim) {
+      if (sign > Scalar(0)) {
+        v.noalias() += a * r;
+      } else {
+        v.noalias() -= a * r;
+      }
+      return;
+    }
+    with_static_dim(v.rows(), [&](auto static_d) {
+      const Index d = static_d() > 0 ? static_d() : v.rows();
+      Scalar coef[kSmallDim];
+      for (Index i = 0; i < d; ++i)
+        coef[i] = sign * a(i);
+      Scalar* col = v.data();
+      const Scalar* rr = r.data();
+      for (Index j = 0; j < n; ++j, col += d) {
+        for (Index i = 0; i < d; ++i)
+          col[i] += coef[i] * rr[j];
+      }
+    });
+  }
+
+  // gu = g h^T and gw = z t^T (the sums over columns of g_j h_j and z_j t_j), for D x N g, z.
+  static void outer_sums(const Matrix& g, const RowVector& h, const Matrix& z, const RowVector& t,
+                         Vector<Scalar>& gu, Vector<Scalar>& gw) {
+    if (g.rows() > kSmallDim) {
+      gu.noalias() = g * h.transpose();
+      gw.noalias() = z * t.transpose();
+      return;
+    }
+    with_static_dim(g.rows(), [&](auto static_d) {
+      const Index d = static_d() > 0 ? static_d() : g.rows();
+      Scalar su[kSmallDim] = {}, sw[kSmallDim] = {};
+      const Scalar* gcol = g.data();
+      const Scalar* zcol = z.data();
+      const Scalar* hh = h.data();
+      const Scalar* tt = t.data();
+      for (Index j = 0; j < g.cols(); ++j, gcol += d, zcol += d) {
+        for (Index i = 0; i < d; ++i) {
+          su[i] += gcol[i] * hh[j];
+          sw[i] += zcol[i] * tt[j];
+        }
+      }
+      gu.resize(d);
+      gw.resize(d);
+      for (Index i = 0; i < d; ++i) {
+        gu(i) = su[i];
+        gw(i) = sw[i];
+      }
+    });
+  }
+
+  // t = w^T v + b per column.
+  void pre_activation(const Matrix& v, RowVector& t) const {
+    dot_columns(v, m_w.col(0), t);
+    t.array() += b();
+  }
+
+  // From cache.pre = t: h = tanh(t), h' = sech^2(t) = 4e / (1 + e)^2 with e = exp(-2|t|) (exact
+  // also where tanh rounds to +-1), and q = tanh^2 + (1 + c) sech^2, which keeps full precision
+  // as c approaches -1. Whole-row array passes, vectorised by Eigen.
+  static void activation(Cache& c) {
+    c.h = c.pre.array().tanh();
+    c.hp = (Scalar(-2) * c.pre.array().abs()).exp();
+    c.hp = Scalar(4) * c.hp.array() / (Scalar(1) + c.hp.array()).square();
+    c.q = c.h.array().square() + c.p.one_plus_c * c.hp.array();
+  }
+
+  // t = alpha + b per column of x, where alpha = w^T z solves alpha + c tanh(alpha + b) = w^T x.
+  // A column whose root finding fails gets t = NaN (so its z and log-det are NaN) unless
+  // `status` is given, which then receives the outcome (and `iterations` the count) instead.
+  void solve_pre_activation(const Matrix& x, const Reparam& p, RowVector& t, int* iterations,
+                            RootStatus* status) const {
+    dot_columns(x, m_w.col(0), t);
+    for (Index j = 0; j < x.cols(); ++j) {
+      int it = 0;
+      RootStatus st = RootStatus::converged;
+      const Scalar alpha = solve_alpha(t(j), p, it, st);
+      if (status) {
+        status[j] = st;
+        iterations[j] = it;
+        t(j) = alpha + b();
+      } else {
+        t(j) = st == RootStatus::converged ? alpha + b() : std::numeric_limits<Scalar>::quiet_NaN();
+      }
+    }
   }
 
   // Safeguarded Newton for  g(alpha) = alpha + c tanh(alpha + b) - y = 0  on
@@ -294,13 +484,13 @@ class Planar : public BijectorBase<Planar<ScalarT>, ScalarT> {
     for (int it = 1; it <= m_max_iterations; ++it) {
       iterations = it;
       const Scalar t = alpha + bb;
-      const Scalar g = alpha + c * std::tanh(t) - y;
+      const Scalar th = std::tanh(t);
+      const Scalar g = alpha + c * th - y;
       if (g == Scalar(0)) return alpha;
       (g < Scalar(0) ? lo : hi) = alpha;
 
       // g'(alpha) = tanh^2 + (1 + c) sech^2 > 0; Newton unless it leaves the bracket or
       // would shrink the step by less than half (then bisect).
-      const Scalar th = std::tanh(t);
       const Scalar dg = th * th + p.one_plus_c * detail::sech2(t);
       Scalar next = alpha - g / dg;
       if (!(next > lo && next < hi) || std::abs(Scalar(2) * g) > std::abs(last_step * dg)) {
@@ -317,24 +507,26 @@ class Planar : public BijectorBase<Planar<ScalarT>, ScalarT> {
     return alpha;
   }
 
-  // Gradient of the forward map at (z, t = w^T z + b) for dL/dx = gx, dL/dlogdet = gld:
-  // accumulates dL/du, dL/dw, dL/db and returns dL/dz.
-  Matrix forward_vjp(const Matrix& z, const RowVector& t, const Reparam& p, const Matrix& gx,
-                     const RowVector& gld) {
-    const RowVector h = t.array().tanh();
-    const RowVector hp = t.unaryExpr([](Scalar a) { return detail::sech2(a); });
-    const RowVector q = (h.array().square() + p.one_plus_c * hp.array()).matrix();
+  // Parameter gradients of the forward map at the cached point (z, t), for dL/dx = gx and
+  // dL/dlogdet = gld, multiplied by `sign` and added to the gradient buffers. Leaves the
+  // (unsigned) dL/dt = (u_hat^T gx) h' - gld 2 c h h' / q in m_g_t.
+  void accumulate_forward_vjp(const Cache& cache, const Matrix& gx, const RowVector& gld,
+                              Scalar sign) {
+    const Reparam& p = cache.p;
+    const auto h = cache.h.array();
+    const auto hp = cache.hp.array();
+    const auto q = cache.q.array();
 
-    // dL/dt = (u_hat^T gx) h' + gld * dq/dt / q,  dq/dt = -2 c h h'.
-    const RowVector g_t = ((p.u_hat.transpose() * gx).array() * hp.array() -
-                           gld.array() * Scalar(2) * p.c * h.array() * hp.array() / q.array())
-                              .matrix();
+    // dL/dt = (u_hat^T gx) h' + gld dq/dt / q,  dq/dt = -2 c h h'.
+    dot_columns(gx, p.u_hat, m_g_t);
+    m_g_t = m_g_t.array() * hp - gld.array() * Scalar(2) * p.c * h * hp / q;
 
-    // Direct gradients: u_hat, c (through q), w (through t), b.
-    const Vector<Scalar> g_uhat = gx * h.transpose();
-    const Scalar g_c = (gld.array() * hp.array() / q.array()).sum();
-    Vector<Scalar> g_w = z * g_t.transpose();
-    m_grad_b(0, 0) += g_t.sum();
+    // Direct gradients: u_hat (G = gx h^T), c (through q), w (through t: z (dL/dt)^T), b.
+    outer_sums(gx, cache.h, cache.latent, m_g_t, m_g_uhat, m_g_w);
+    m_g_uhat *= sign;
+    m_g_w *= sign;
+    const Scalar g_c = sign * (gld.array() * hp / q).sum();
+    m_grad_b(0, 0) += sign * m_g_t.sum();
 
     // Through the reparameterisation u_hat = u + gamma w / ||w||, c = m(k), k = w^T u, with
     // m'(k) = sigmoid(k) and n = w / ||w||:
@@ -344,28 +536,26 @@ class Planar : public BijectorBase<Planar<ScalarT>, ScalarT> {
     const auto u = m_u.col(0);
     const auto w = m_w.col(0);
     if (p.w_zero) {
-      m_grad_u.col(0) += g_uhat + g_c * w;
-      g_w += g_c * u;
+      m_grad_u.col(0) += m_g_uhat + g_c * w;
+      m_g_w += g_c * u;
     } else {
       const Scalar sig = detail::sigmoid(p.k);
-      const Scalar s = p.w_unit.dot(g_uhat);
-      m_grad_u.col(0) += g_uhat + ((sig - Scalar(1)) * s) * p.w_unit + (g_c * sig) * w;
-      g_w +=
-          (p.gamma * g_uhat + ((sig - Scalar(1)) * s) * u - (Scalar(2) * p.gamma * s) * p.w_unit) /
-              p.w_norm +
-          (g_c * sig) * u;
+      const Scalar s = p.w_unit.dot(m_g_uhat);
+      m_grad_u.col(0) += m_g_uhat + ((sig - Scalar(1)) * s) * p.w_unit + (g_c * sig) * w;
+      m_g_w += (p.gamma * m_g_uhat + ((sig - Scalar(1)) * s) * u -
+                (Scalar(2) * p.gamma * s) * p.w_unit) /
+                   p.w_norm +
+               (g_c * sig) * u;
     }
-    m_grad_w.col(0) += g_w;
-
-    // dL/dz = gx + w dL/dt.
-    Matrix gz = gx;
-    gz.noalias() += m_w * g_t;
-    return gz;
+    m_grad_w.col(0) += m_g_w;
   }
 
   Matrix m_u, m_w, m_b;
   Matrix m_grad_u, m_grad_w, m_grad_b;
   int m_max_iterations = 200;
+  // Backward scratch, kept between calls.
+  RowVector m_g_t;
+  Vector<Scalar> m_g_uhat, m_g_w;
 };
 
 static_assert(Flow<Planar<float>> && Flow<Planar<double>>);
