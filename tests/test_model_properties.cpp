@@ -343,7 +343,7 @@ TEST_CASE("the quadrature detects a density that does not integrate to one",
   const auto model = diagonal_model<double>();
   struct NoLogDet {
     const decltype(model)& m;
-    using Scalar = double;
+    using Scalar [[maybe_unused]] = double;  // read by integrate() through Model::Scalar
     nflow::RowVector<double> log_prob(const Mat<double>& x) const {
       return m.base().log_prob(m.flow().inverse(x));
     }

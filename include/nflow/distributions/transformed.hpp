@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "nflow/detail/inplace.hpp"
+#include "nflow/detail/parallel.hpp"
 #include "nflow/distributions/standard_normal.hpp"
 #include "nflow/flow.hpp"
 
@@ -17,6 +18,8 @@ namespace nflow {
  * log_prob runs the flow's inverse; sample and sample_and_log_prob run only its forward
  * (so they work for chains of planar layers without any root finding):
  *   log p_X(f(z)) = log p_Z(z) - log|det df/dz|.
+ * All three run the flow on blocks of columns (see set_block_size), on several threads when
+ * the program is compiled with OpenMP.
  */
 template <class B, class BaseDist = StandardNormal<typename B::Scalar>>
 class TransformedDistribution {
@@ -55,15 +58,27 @@ class TransformedDistribution {
   /// log p_X(x) for each column of x.
   RowVector log_prob(const ConstRef& x) const {
     detail::check_rows("TransformedDistribution::log_prob", dim(), x);
-    auto [z, log_det] = m_flow.inverse_and_log_det(x);
-    return m_base.log_prob(z) + log_det;
+    RowVector out(x.cols());
+    detail::for_each_block(x.cols(), m_block, [&](Index j, Index n) {
+      Matrix z = x.middleCols(j, n);
+      RowVector log_det = RowVector::Zero(n);
+      detail::inverse_inplace(m_flow, z, &log_det);
+      out.segment(j, n) = m_base.log_prob(z) + log_det;
+    });
+    return out;
   }
 
   /// n samples x = f(z), z ~ base.
   template <class Rng>
   Matrix sample(Index n, Rng& rng) const {
     detail::check_positive("TransformedDistribution::sample", "n (number of samples)", n);
-    return m_flow.forward(m_base.sample(n, rng));
+    Matrix v = m_base.sample(n, rng);
+    detail::for_each_block(n, m_block, [&](Index j, Index m) {
+      Matrix block = v.middleCols(j, m);
+      detail::forward_inplace(m_flow, block, nullptr);
+      v.middleCols(j, m) = block;
+    });
+    return v;
   }
 
   /// n samples with their log-density, by the forward direction only.
@@ -71,9 +86,25 @@ class TransformedDistribution {
   ValueAndLogProb<Scalar> sample_and_log_prob(Index n, Rng& rng) const {
     detail::check_positive("TransformedDistribution::sample_and_log_prob", "n (number of samples)",
                            n);
-    auto [z, log_pz] = m_base.sample_and_log_prob(n, rng);
-    auto [x, log_det] = m_flow.forward_and_log_det(z);
-    return ValueAndLogProb<Scalar>{std::move(x), log_pz - log_det};
+    ValueAndLogProb<Scalar> r = m_base.sample_and_log_prob(n, rng);
+    detail::for_each_block(n, m_block, [&](Index j, Index m) {
+      Matrix block = r.value.middleCols(j, m);
+      RowVector log_det = RowVector::Zero(m);
+      detail::forward_inplace(m_flow, block, &log_det);
+      r.value.middleCols(j, m) = block;
+      r.log_prob.segment(j, m) -= log_det;
+    });
+    return r;
+  }
+
+  /// Columns per block in log_prob, sample and sample_and_log_prob: the flow runs on one block
+  /// at a time, so that a block's intermediate results stay in the processor's cache from layer
+  /// to layer, and memory use stays bounded for large batches. When the program is compiled
+  /// with OpenMP, the blocks are shared among Eigen::nbThreads() threads.
+  Index block_size() const { return m_block; }
+  void set_block_size(Index columns) {
+    detail::check_positive("TransformedDistribution::set_block_size", "columns", columns);
+    m_block = columns;
   }
 
   /// Visits every trainable parameter, flow first ("flow.") then base ("base."), in the one
@@ -99,6 +130,7 @@ class TransformedDistribution {
  private:
   B m_flow;
   BaseDist m_base;
+  Index m_block = 512;
 };
 
 }  // namespace nflow

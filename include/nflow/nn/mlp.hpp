@@ -96,9 +96,9 @@ class Mlp {
     for (Index l = 0; l < num_layers(); ++l) {
       Matrix& out = l % 2 == 0 ? a : b;
       if (l == 0) {
-        out.noalias() = m_weights[0] * x;
+        product(0, x, out);
       } else {
-        out.noalias() = m_weights[l] * (l % 2 == 0 ? b : a);
+        product(l, l % 2 == 0 ? b : a, out);
       }
       if (l + 1 < num_layers()) {
         bias_activate(l, out, nullptr);
@@ -133,9 +133,9 @@ class Mlp {
       Matrix& out = l < n_hidden ? cache.hidden[l] : cache.output;
       // a = W h (+ b, activation): one product, then one fused pass.
       if (l == 0) {
-        out.noalias() = m_weights[0] * x;
+        product(0, x, out);
       } else {
-        out.noalias() = m_weights[l] * cache.hidden[l - 1];
+        product(l, cache.hidden[l - 1], out);
       }
       if (l < n_hidden) {
         bias_activate(l, out, m_activation == Activation::silu ? &cache.pre[l] : nullptr);
@@ -154,16 +154,16 @@ class Mlp {
     for (Index l = num_layers() - 1; l >= 0; --l) {
       // dL/dW_l += dL/da_l h_{l-1}^T,  dL/db_l += sum over the batch of dL/da_l.
       if (l == 0) {
-        m_grad_weights[0].noalias() += *g * x.transpose();
+        add_weight_gradient(0, *g, x);
       } else {
-        m_grad_weights[l].noalias() += *g * cache.hidden[l - 1].transpose();
+        add_weight_gradient(l, *g, cache.hidden[l - 1]);
       }
       m_grad_biases[l].col(0) += g->rowwise().sum();
       if (l == 0) break;
 
       // dL/da_{l-1} = (W_l^T dL/da_l) * act'(a_{l-1}).
       Matrix& next = m_scratch[l % 2];
-      next.noalias() = m_weights[l].transpose() * *g;
+      transposed_product(l, *g, next);
       multiply_derivative(l - 1, cache, next);
       g = &next;
     }
@@ -212,6 +212,66 @@ class Mlp {
   template <class Got>
   [[noreturn]] static void fail(const char* param, const char* expected, const Got& got) {
     detail::fail("Mlp", param, expected, got);
+  }
+
+  // Layers with at most this many inputs or outputs (the conditioner of a 2-D coupling has one
+  // input and two outputs) skip the general matrix product, whose packing of the operands
+  // costs more than the arithmetic at such shapes.
+  static constexpr Index kNarrow = 4;
+
+  // out = W_l in.
+  template <class In>
+  void product(Index l, const In& in, Matrix& out) const {
+    const Matrix& w = m_weights[l];
+    const Index n = in.cols();
+    if (w.cols() <= kNarrow) {
+      // Few inputs: out_j = sum_k W_k in_kj, a handful of vectorised column updates.
+      out.resize(w.rows(), n);
+      for (Index j = 0; j < n; ++j) {
+        out.col(j).noalias() = w.col(0) * in(0, j);
+        for (Index k = 1; k < w.cols(); ++k)
+          out.col(j).noalias() += w.col(k) * in(k, j);
+      }
+    } else if (w.rows() <= kNarrow) {
+      // Few outputs: one matrix-vector product per output row.
+      out.resize(w.rows(), n);
+      for (Index r = 0; r < w.rows(); ++r)
+        out.row(r).noalias() = w.row(r) * in;
+    } else {
+      out.noalias() = w * in;
+    }
+  }
+
+  // dL/dW_l += g in^T.
+  template <class In>
+  void add_weight_gradient(Index l, const Matrix& g, const In& in) {
+    Matrix& gw = m_grad_weights[l];
+    if (gw.rows() <= kNarrow) {
+      for (Index r = 0; r < gw.rows(); ++r)
+        gw.row(r).noalias() += g.row(r) * in.transpose();
+    } else if (gw.cols() <= kNarrow) {
+      for (Index k = 0; k < gw.cols(); ++k)
+        gw.col(k).noalias() += g * in.row(k).transpose();
+    } else {
+      gw.noalias() += g * in.transpose();
+    }
+  }
+
+  // out = W_l^T g.
+  void transposed_product(Index l, const Matrix& g, Matrix& out) {
+    const Matrix& w = m_weights[l];
+    if (w.rows() <= kNarrow) {
+      // Few outputs of layer l: out_j = sum_r (W^T)_r g_rj with W^T stored contiguously.
+      m_transposed = w.transpose();
+      out.resize(w.cols(), g.cols());
+      for (Index j = 0; j < g.cols(); ++j) {
+        out.col(j).noalias() = m_transposed.col(0) * g(0, j);
+        for (Index r = 1; r < w.rows(); ++r)
+          out.col(j).noalias() += m_transposed.col(r) * g(r, j);
+      }
+    } else {
+      out.noalias() = w.transpose() * g;
+    }
   }
 
   // a <- act(a + b_l), in one pass; keeps a + b_l in *pre when pre is not null.
@@ -271,6 +331,7 @@ class Mlp {
   std::vector<Matrix> m_weights, m_biases;
   std::vector<Matrix> m_grad_weights, m_grad_biases;
   Matrix m_scratch[2];  // backward_params' gradients of the hidden layers, used in turn
+  Matrix m_transposed;  // W^T of a narrow layer, for transposed_product
 };
 
 }  // namespace nflow
