@@ -21,8 +21,10 @@ Rgb colormap(double t) {
 }
 
 void Image::text(int x, int y, const std::string& s, int scale, Rgb c) {
-  // stb_easy_font emits axis-aligned quads in font pixels; fill each one scaled.
-  std::vector<char> buffer(s.size() * 300 + 64);
+  // stb_easy_font emits axis-aligned quads in font pixels; fill each one scaled. A quad takes
+  // 64 bytes and a character at most 11 quads ('X'). The font silently drops the quads that do
+  // not fit (an '8' missing one stroke reads as '9'), so the buffer has room for 16 per character.
+  std::vector<char> buffer(s.size() * 16 * 64 + 64);
   std::string copy = s;
   const int quads =
       stb_easy_font_print(0, 0, copy.data(), nullptr, buffer.data(), (int)buffer.size());
