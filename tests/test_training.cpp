@@ -157,6 +157,99 @@ TEST_CASE("early stopping restores the best parameters", "[training]") {
   CHECK(nflow::mean_nll(model, valid) == Approx(report.best_nll).epsilon(1e-12));
 }
 
+TEST_CASE("a parameter average follows the fit and is what the fit evaluates and keeps",
+          "[training]") {
+  const Mat train = gaussian_data(1000, 0, 0, 1.0, 0.2, 10).array().sin().matrix() * 2.0;
+  const Mat valid = gaussian_data(300, 0, 0, 1.0, 0.2, 11).array().sin().matrix() * 2.0;
+  nflow::FitOptions o;
+  o.max_steps = 60;
+  o.eval_every = 1;
+  o.batch_size = 64;
+  o.seed = 3;
+  o.restore_best = false;
+  o.adam.learning_rate = 1e-2;
+  const double decay = 0.9;
+
+  // The raw trajectory, step by step, and the average it implies: a_0 = theta_0,
+  // a_t = d a_{t-1} + (1 - d) theta_t.
+  auto raw = small_realnvp(12);
+  auto expected = nflow::snapshot_parameters(raw);
+  nflow::fit_maximum_likelihood(raw, train, valid, o, [&](const nflow::FitProgress&) {
+    std::size_t k = 0;
+    raw.for_each_parameter([&](const std::string&, Mat& p, Mat&) {
+      expected[k] = decay * expected[k] + (1 - decay) * p;
+      ++k;
+    });
+  });
+  const auto raw_final = nflow::snapshot_parameters(raw);
+
+  // The same fit with the average kept: the optimiser's path is unchanged, the model ends with
+  // the average, and every reported validation NLL is that of the average at that step.
+  auto averaged = small_realnvp(12);
+  o.average_decay = decay;
+  std::vector<double> seen;
+  const auto report = nflow::fit_maximum_likelihood(
+      averaged, train, valid, o,
+      [&](const nflow::FitProgress& p) { seen.push_back(p.validation_nll); });
+  const auto got = nflow::snapshot_parameters(averaged);
+  REQUIRE(got.size() == expected.size());
+  double worst = 0, moved = 0;
+  for (std::size_t k = 0; k < got.size(); ++k) {
+    worst = std::max(worst, (got[k] - expected[k]).cwiseAbs().maxCoeff());
+    moved = std::max(moved, (got[k] - raw_final[k]).cwiseAbs().maxCoeff());
+  }
+  INFO("largest difference from the expected average " << worst << "; from the last iterate "
+                                                       << moved);
+  CHECK(worst < 1e-12);
+  CHECK(moved > 1e-3);  // the average is not the last iterate
+  REQUIRE(seen.size() == 60);
+  CHECK(seen.back() == nflow::mean_nll(averaged, valid));
+  CHECK(report.best_nll == *std::min_element(seen.begin(), seen.end()));
+
+  // With restore_best, the model ends with the best evaluated average.
+  auto best = small_realnvp(12);
+  o.restore_best = true;
+  const auto best_report = nflow::fit_maximum_likelihood(best, train, valid, o);
+  CHECK(best_report.best_nll == report.best_nll);
+  CHECK(nflow::mean_nll(best, valid) == best_report.best_nll);
+
+  // The decay must lie in [0, 1).
+  for (double bad : {1.0, -0.5, std::numeric_limits<double>::quiet_NaN()}) {
+    o.average_decay = bad;
+    CHECK_THROWS_WITH(nflow::fit_maximum_likelihood(best, train, valid, o),
+                      Contains("fit_maximum_likelihood") && Contains("average_decay"));
+  }
+}
+
+TEST_CASE("a parameter average of a noisy fit lies closer to the optimum than the last iterate",
+          "[training]") {
+  // Maximum likelihood for a diagonal Gaussian at a constant, large learning rate: the iterates
+  // jitter around the sample mean and scale; their average jitters much less.
+  const Mat x = gaussian_data(4000, 1.0, -2.0, 0.5, 1.5, 13);
+  const auto fit = [&](double decay) {
+    nflow::TransformedDistribution model(nflow::Chain(nflow::Permutation<double>::reverse(2)),
+                                         nflow::DiagonalNormal<double>(2));
+    nflow::FitOptions o;
+    o.max_steps = 3000;
+    o.batch_size = 32;
+    o.restore_best = false;
+    o.adam.learning_rate = 0.05;
+    o.average_decay = decay;
+    nflow::fit_maximum_likelihood(model, x, Mat(), o);
+    // Distance from the maximum-likelihood estimate (the base sees the axes swapped).
+    const nflow::Vector<double> mean = model.base().mean();
+    const nflow::Vector<double> log_scale = model.base().log_scale();
+    const auto sd = [&](int r) {
+      return std::sqrt((x.row(r).array() - x.row(r).mean()).square().mean());
+    };
+    return std::hypot(mean(0) - x.row(1).mean(), mean(1) - x.row(0).mean(),
+                      std::hypot(log_scale(0) - std::log(sd(1)), log_scale(1) - std::log(sd(0))));
+  };
+  const double last = fit(0.0), average = fit(0.995);
+  INFO("distance from the optimum: last iterate " << last << ", average " << average);
+  CHECK(average < 0.5 * last);
+}
+
 namespace {
 
 // A trainable identity map whose log-det turns NaN after `fuse` training calls, to test how the

@@ -54,6 +54,12 @@ struct FitOptions {
   double final_lr_fraction = 0.0;
   std::uint64_t seed = 0;   ///< minibatch order; the same seed gives the same fit
   Index eval_chunk = 8192;  ///< columns per log_prob call when evaluating
+  /// In [0, 1). If > 0, an exponential moving average of the parameters is kept alongside
+  /// them, a <- d a + (1 - d) theta after every step, starting from the initial parameters; it
+  /// is the average that is evaluated on the validation data, kept as the best and left in the
+  /// model at the end (the optimiser itself walks the raw parameters). d = 1 - 1/k averages
+  /// over roughly the last k steps.
+  double average_decay = 0.0;
 };
 
 /// What the progress callback receives at each evaluation.
@@ -80,6 +86,27 @@ inline void check_fit_options(const char* where, Index batch, Index steps, Index
   check_positive(where, "options.batch_size", batch);
   check_positive(where, "options.max_steps", steps);
   check_positive(where, "options.eval_every", every);
+}
+
+// a <- d a + (1 - d) theta for every parameter theta of the model, in traversal order.
+template <class Model>
+void update_average(Model& model, std::vector<Matrix<typename Model::Scalar>>& average,
+                    typename Model::Scalar decay) {
+  using M = Matrix<typename Model::Scalar>;
+  const auto keep = decay, take = 1 - decay;
+  std::size_t k = 0;
+  visit_parameters(model, [&](M& p, M&) {
+    M& a = average[k++];
+    a.array() = keep * a.array() + take * p.array();
+  });
+}
+
+// Exchanges the model's parameters with `other` (same traversal and shapes), without copying.
+template <class Model>
+void swap_parameters(Model& model, std::vector<Matrix<typename Model::Scalar>>& other) {
+  using M = Matrix<typename Model::Scalar>;
+  std::size_t k = 0;
+  visit_parameters(model, [&](M& p, M&) { p.swap(other[k++]); });
 }
 
 inline double scheduled_lr(const AdamOptions& adam, LrSchedule schedule, double final_fraction,
@@ -156,6 +183,11 @@ double mean_nll(const Model& model, const ConstMatrixRef<typename Model::Scalar>
  * `patience` > 0 the fit stops after that many evaluations without improvement. A non-finite
  * loss or gradient stops the fit with FitStatus::non_finite_loss and restores the best
  * parameters. Data must be finite (std::invalid_argument names the first bad column).
+ *
+ * With `average_decay` > 0 the evaluations, the best parameters and the parameters left in
+ * the model are those of the moving average of the parameters (see FitOptions); without
+ * validation data the running train NLL, which is measured on the raw parameters, still
+ * decides which evaluation is best.
  */
 template <class Model>
 FitReport fit_maximum_likelihood(Model& model, const Matrix<typename Model::Scalar>& train,
@@ -173,6 +205,10 @@ FitReport fit_maximum_likelihood(Model& model, const Matrix<typename Model::Scal
     detail::check_rows(where, model.dim(), validation);
     detail::check_finite_columns(where, validation);
   }
+  if (!(options.average_decay >= 0 && options.average_decay < 1)) {
+    detail::fail(where, "options.average_decay", "in [0, 1)", options.average_decay);
+  }
+  const bool averaging = options.average_decay > 0;
 
   Adam<Scalar> adam(options.adam);
   std::mt19937_64 rng(options.seed);
@@ -185,6 +221,8 @@ FitReport fit_maximum_likelihood(Model& model, const Matrix<typename Model::Scal
 
   FitReport report;
   auto best = snapshot_parameters(model);
+  std::vector<Matrix<Scalar>> average;  // the moving average, when averaging
+  if (averaging) average = best;
   Index epoch = 0, cursor = train.cols(), since_best = 0, reported = 0;
   double running = 0;
   auto clock = std::chrono::steady_clock::now();
@@ -215,6 +253,7 @@ FitReport fit_maximum_likelihood(Model& model, const Matrix<typename Model::Scal
                        std::to_string(report.best_step);
       return report;
     }
+    if (averaging) detail::update_average(model, average, Scalar(options.average_decay));
     running += loss;
     report.steps = step;
 
@@ -228,6 +267,8 @@ FitReport fit_maximum_likelihood(Model& model, const Matrix<typename Model::Scal
                   std::numeric_limits<double>::quiet_NaN(),
                   static_cast<double>((step - reported) * batch) / std::max(seconds, 1e-12),
                   lr};
+    // The average, if kept, takes the model's place while it is evaluated and saved.
+    if (averaging) detail::swap_parameters(model, average);
     if (has_validation) p.validation_nll = mean_nll(model, validation, options.eval_chunk);
     const double metric = has_validation ? p.validation_nll : p.train_nll;
     if (metric < report.best_nll) {
@@ -238,6 +279,7 @@ FitReport fit_maximum_likelihood(Model& model, const Matrix<typename Model::Scal
     } else {
       ++since_best;
     }
+    if (averaging) detail::swap_parameters(model, average);
     if (progress) progress(p);
     running = 0;
     reported = step;
@@ -247,7 +289,11 @@ FitReport fit_maximum_likelihood(Model& model, const Matrix<typename Model::Scal
       break;
     }
   }
-  if (options.restore_best) restore_parameters(model, best);
+  if (options.restore_best) {
+    restore_parameters(model, best);
+  } else if (averaging) {
+    detail::swap_parameters(model, average);
+  }
   return report;
 }
 
