@@ -4,10 +4,21 @@
 //
 // Usage: two_moons [--steps N] [--seed S] [--out PATH] [--data DIR] [--reference] [--save PATH]
 //
-// The default run holds out the last rows of the training file for validation, keeps the
-// parameters of the best validation NLL and decays the learning rate on a cosine. --reference
-// runs the fixed comparison configuration instead (the one a plain PyTorch RealNVP is measured
-// with): all training rows, constant learning rate, final parameters, nothing selected.
+// The default run holds out the last 2,000 rows of the training file for validation and fits
+// conditioners 1-64-64-2 with tanh, log-scale bound 2, for 36,000 steps of batch 256, the
+// learning rate decaying on a cosine from 1e-3, evaluating the validation NLL every 100 steps
+// and keeping the parameters of the best evaluation. On one core of a 2-core machine it takes
+// about 65 s; the test NLL is 1.149 nats with seed 0 (1.155 with seed 1, 1.146 with seed 2).
+// For scale, the density the data were drawn from (make_moons' arcs blurred by its Gaussian
+// noise) scores 1.136 nats on the test file.
+//
+// --reference runs the fixed comparison configuration instead, the one
+// bench/moons_reference_torch.py trains in plain PyTorch: ReLU conditioners, log-scale bound 1,
+// all training rows, 3,000 steps at a constant rate, final parameters, nothing selected (about
+// 5 s). Its test NLL varies from seed to seed: 1.202 nats on average over seeds 0-4 (standard
+// deviation 0.014); over seeds 0-39, median 1.205 and mean 1.226 (standard error 0.010), with
+// 4 of the 40 runs ending above 1.35. The PyTorch twin gives the same picture over the same
+// seeds: median 1.212, mean 1.244 (standard error 0.013), 5 runs above 1.35.
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -41,11 +52,15 @@ constexpr int panel_px = 360, hist_bins = 120;
 const char* const usage =
     "usage: two_moons [--steps N] [--seed S] [--out PATH] [--data DIR] [--reference]"
     " [--save PATH]\n"
-    "  --steps N      training steps (default: 3000 with --reference, else 12000)\n"
+    "Fits a RealNVP (8 affine couplings) to the two-moons data by maximum likelihood, prints\n"
+    "the test NLL and draws data, density and samples. The default run holds out 2000 rows\n"
+    "of the training file and keeps the step of the best validation NLL (about 65 s).\n"
+    "  --steps N      training steps (default: 3000 with --reference, else 36000)\n"
     "  --seed S       seed of the initial weights, the minibatch order and the samples\n"
     "  --out PATH     where to write the picture (default: two_moons.png)\n"
     "  --data DIR     directory holding moons_train.csv and moons_test.csv\n"
-    "  --reference    run the fixed reference configuration (see the source)\n"
+    "  --reference    run the fixed configuration of the PyTorch comparison instead:\n"
+    "                 ReLU, log-scale bound 1, all 20,000 rows, 3000 steps at lr 1e-3\n"
     "  --save PATH    write the trained parameters with nflow::save_parameters\n";
 
 struct Args {
@@ -101,6 +116,7 @@ struct Config {
   nflow::CouplingOptions coupling;
   nflow::FitOptions fit;
   nflow::Index validation_rows;
+  nflow::Index print_every;  // steps between progress lines (a multiple of fit.eval_every)
 };
 
 // The fixed reference: 8 couplings, MLP 1-64-64-2 with ReLU, log-scale c tanh(r/c) with c = 1,
@@ -116,23 +132,26 @@ Config reference_config() {
   c.fit.schedule = nflow::LrSchedule::constant;
   c.fit.restore_best = false;
   c.validation_rows = 0;
+  c.print_every = 500;
   return c;
 }
 
-// The default run: the same architecture with a looser log-scale bound, trained longer on a
-// cosine-decayed rate, keeping the parameters of the best validation NLL.
+// The default run: the same couplings with tanh conditioners and a looser log-scale bound,
+// trained longer on a cosine-decayed rate, evaluated on the validation rows every 100 steps,
+// keeping the parameters of the best evaluation.
 Config default_config() {
   Config c;
   c.coupling =
-      nflow::CouplingOptions{{64, 64}, nflow::Activation::relu, nflow::SoftClamp::tanh, 2.0};
+      nflow::CouplingOptions{{64, 64}, nflow::Activation::tanh, nflow::SoftClamp::tanh, 2.0};
   c.fit.batch_size = 256;
-  c.fit.max_steps = 12000;
-  c.fit.eval_every = 500;
-  c.fit.adam.learning_rate = 2e-3;
+  c.fit.max_steps = 36000;
+  c.fit.eval_every = 100;
+  c.fit.adam.learning_rate = 1e-3;
   c.fit.schedule = nflow::LrSchedule::cosine;
   c.fit.final_lr_fraction = 0.0;
   c.fit.restore_best = true;
   c.validation_rows = 2000;
+  c.print_every = 2000;
   return c;
 }
 
@@ -228,8 +247,11 @@ int run(const Args& args) {
       static_cast<long long>(fit.max_steps), static_cast<long long>(fit.batch_size));
 
   // Maximum-likelihood fit with progress reports.
+  const auto progress = [&](const nflow::FitProgress& p) {
+    if (p.step % config.print_every == 0 || p.step == fit.max_steps) print_progress(p);
+  };
   const nflow::FitReport report =
-      nflow::fit_maximum_likelihood(model, train, validation, fit, print_progress);
+      nflow::fit_maximum_likelihood(model, train, validation, fit, progress);
   std::printf("fit %s after %lld steps", nflow::to_string(report.status),
               static_cast<long long>(report.steps));
   if (config.validation_rows > 0) {
