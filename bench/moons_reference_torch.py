@@ -18,6 +18,13 @@ Run with Debian's interpreter (/usr/bin/python3 has python3-torch and python3-nu
   --double              train in float64 instead of float32
   --json OUT            also write the per-seed results as JSON
 
+  bench/moons_reference_torch.py --evaluate PARAMS
+
+  --evaluate PARAMS     instead of training, load a parameter file written by
+                        `two_moons --reference --save PARAMS` into this model and print its test
+                        NLL, which must equal the one two_moons printed (same function, same
+                        parameter layout)
+
 The model, mirroring nflow (include/nflow/bijectors/affine_coupling.hpp, train/fit.hpp):
   * 2-D data, standard normal base; forward is latent -> data, log_prob runs the inverse, and
     coupling 0 is applied first in the forward direction (so last in log_prob).
@@ -112,6 +119,25 @@ def run_seed(seed, train, test, steps, batch, lr, keep_last):
     return test_nll, train_nll
 
 
+def load_nflow_parameters(model, path):
+    """Reads a file of nflow::save_parameters (name rows cols, then the values column-major)."""
+    with open(path) as f:
+        lines = [line for line in f.read().split("\n") if line.strip()]
+    if not lines[0].startswith("nflow-parameters"):
+        raise ValueError(f"{path}: not an nflow parameter file")
+    values = {}
+    for k in range(2, len(lines), 2):
+        name, rows, cols = lines[k].split()
+        flat = np.array(lines[k + 1].split(), dtype=np.float64)
+        values[name] = torch.from_numpy(flat.reshape(int(cols), int(rows)).T.copy())
+    with torch.no_grad():
+        for i, layer in enumerate(model.layers):
+            for j, linear in enumerate(layer.net[0::2]):  # the three nn.Linear of the MLP
+                prefix = f"flow.{i}.conditioner."
+                linear.weight.copy_(values[f"{prefix}weight{j}"])
+                linear.bias.copy_(values[f"{prefix}bias{j}"].reshape(-1))
+
+
 def parse_seeds(text):
     if "-" in text:
         a, b = text.split("-")
@@ -135,11 +161,18 @@ def main():
     ap.add_argument("--double", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
+    ap.add_argument("--evaluate", metavar="PARAMS")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     dtype = torch.float64 if args.double else torch.float32
     train, test = load("moons_train.csv", dtype), load("moons_test.csv", dtype)
+    if args.evaluate:
+        model = Flow().to(dtype)
+        load_nflow_parameters(model, args.evaluate)
+        with torch.no_grad():
+            print(f"test NLL {-model.log_prob(test).double().mean().item():.4f} nats")
+        return 0
     results = []
     for seed in parse_seeds(args.seeds):
         start = time.perf_counter()
