@@ -116,12 +116,7 @@ class Adam {
       // first-level cache from the first statement to the last.
       // Large parameters are shared among Eigen::nbThreads() threads when OpenMP is enabled.
       constexpr Index kSegment = 256;
-#ifdef _OPENMP
-      const bool parallel =
-          p.size() >= 64 * kSegment && Eigen::nbThreads() > 1 && !omp_in_parallel();
-#pragma omp parallel for schedule(static) num_threads(Eigen::nbThreads()) if (parallel)
-#endif
-      for (Index i = 0; i < p.size(); i += kSegment) {
+      const auto update = [&](Index i) {
         const Index len = std::min(kSegment, p.size() - i);
         using Segment = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
         Segment ps(p.data() + i, len), ms(m.data() + i, len), vs(v.data() + i, len);
@@ -133,7 +128,18 @@ class Adam {
         vs = (vs < floor).select(Scalar(0), vs);
         if (keep != Scalar(1)) ps *= keep;
         ps -= lr_t * ms / (vs.sqrt() + eps_t);
+      };
+#ifdef _OPENMP
+      // Only large parameters are worth a parallel region (entering one costs microseconds).
+      if (p.size() >= 64 * kSegment && Eigen::nbThreads() > 1 && !omp_in_parallel()) {
+#pragma omp parallel for schedule(static) num_threads(Eigen::nbThreads())
+        for (Index i = 0; i < p.size(); i += kSegment)
+          update(i);
+        return;
       }
+#endif
+      for (Index i = 0; i < p.size(); i += kSegment)
+        update(i);
     });
     return StepStatus::applied;
   }
