@@ -59,15 +59,17 @@ struct Replica {
  * When the program is compiled with OpenMP and Eigen::nbThreads() > 1, mean_nll_backward and
  * reverse_kl_backward split a batch of at least 2 * kMinColumnsPerThread columns among the
  * threads: each thread runs its columns through its own copy of the model (kept here, its
- * parameters refreshed from the model at every step) and the copies' gradients are added to
- * the model's. The split depends only on the batch size and the thread count, so results are
- * reproducible for a given thread count (they differ from one thread's by rounding).
+ * parameters refreshed from the model at every step by the thread that uses it) and the
+ * copies' gradients are added to the model's, every thread summing a share of the entries. The
+ * split depends only on the batch size and the thread count, so results are reproducible for a
+ * given thread count (they differ from one thread's by rounding).
  */
 template <class Model>
 struct TrainingCache : detail::StepBuffers<Model> {
   static constexpr Index kMinColumnsPerThread = 32;
   std::vector<detail::Replica<Model>> replicas;
-  std::vector<Matrix<typename Model::Scalar>*> parameters;  ///< the model's (value, grad) pairs
+  /// (value, grad) pointers of the model and then of each replica, rebuilt at every step.
+  std::vector<Matrix<typename Model::Scalar>*> parameters;
 };
 
 namespace detail {
@@ -95,33 +97,40 @@ double run_parts(Model& model, TrainingCache<Model>& cache, Index cols, int thre
 #ifdef _OPENMP
   if constexpr (std::is_copy_constructible_v<Model>) {
     using Scalar = typename Model::Scalar;
-    // The model's parameters and gradients, then the replicas brought up to date.
-    cache.parameters.clear();
-    visit_parameters(model, [&](Matrix<Scalar>& p, Matrix<Scalar>& g) {
-      cache.parameters.push_back(&p);
-      cache.parameters.push_back(&g);
-    });
-    while (static_cast<int>(cache.replicas.size()) < threads - 1)
+    // Replicas are made once (their gradients zero); after every step their gradients are zero
+    // again, having been added to the model's.
+    while (static_cast<int>(cache.replicas.size()) < threads - 1) {
       cache.replicas.push_back(Replica<Model>{model, {}});
-    for (int t = 0; t + 1 < threads; ++t) {
-      std::size_t k = 0;
-      visit_parameters(cache.replicas[t].model, [&](Matrix<Scalar>& p, Matrix<Scalar>& g) {
-        p = *cache.parameters[k];
-        g.setZero(p.rows(), p.cols());
-        k += 2;
-      });
+      cache.replicas.back().model.zero_grad();
     }
+    // (value, grad) pointers: the model's, then each replica's, in traversal order.
+    cache.parameters.clear();
+    const auto collect = [&](Model& m) {
+      visit_parameters(m, [&](Matrix<Scalar>& p, Matrix<Scalar>& g) {
+        cache.parameters.push_back(&p);
+        cache.parameters.push_back(&g);
+      });
+    };
+    collect(model);
+    const std::size_t per_model = cache.parameters.size();
+    for (int t = 0; t + 1 < threads; ++t)
+      collect(cache.replicas[t].model);
+    Matrix<Scalar>* const* const params = cache.parameters.data();
 
-    // Each thread its share of the columns.
     std::vector<double> partial(threads, 0.0);
     std::exception_ptr error;
-#pragma omp parallel for schedule(static, 1) num_threads(threads)
-    for (int t = 0; t < threads; ++t) {
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = omp_get_thread_num();
       const Index first = cols * t / threads, last = cols * (t + 1) / threads;
       try {
         if (t == 0) {
           partial[t] = part(model, static_cast<StepBuffers<Model>&>(cache), first, last - first, t);
         } else {
+          // This thread's replica takes the model's parameters, then its share of the columns.
+          Matrix<Scalar>* const* mine = params + per_model * t;
+          for (std::size_t k = 0; k < per_model; k += 2)
+            *mine[k] = *params[k];
           Replica<Model>& r = cache.replicas[t - 1];
           partial[t] = part(r.model, r.buffers, first, last - first, t);
         }
@@ -129,17 +138,23 @@ double run_parts(Model& model, TrainingCache<Model>& cache, Index cols, int thre
 #pragma omp critical(nflow_run_parts)
         if (!error) error = std::current_exception();
       }
+
+      // Every thread adds its range of every gradient's entries over the replicas into the
+      // model's, zeroing the replicas' as it goes.
+#pragma omp barrier
+      for (std::size_t k = 1; k < per_model; k += 2) {
+        Matrix<Scalar>& g = *params[k];
+        const Index begin = g.size() * t / threads, end = g.size() * (t + 1) / threads;
+        if (end == begin) continue;
+        auto sum = g.reshaped().segment(begin, end - begin);
+        for (int r = 1; r < threads; ++r) {
+          auto part_r = params[per_model * r + k]->reshaped().segment(begin, end - begin);
+          sum += part_r;
+          part_r.setZero();
+        }
+      }
     }
     if (error) std::rethrow_exception(error);
-
-    // The replicas' gradients into the model's.
-    for (int t = 0; t + 1 < threads; ++t) {
-      std::size_t k = 1;
-      visit_parameters(cache.replicas[t].model, [&](Matrix<Scalar>&, Matrix<Scalar>& g) {
-        *cache.parameters[k] += g;
-        k += 2;
-      });
-    }
     double total = 0;
     for (double v : partial)
       total += v;
