@@ -431,6 +431,25 @@ std::string export_path(const Options& o, const std::string& what, const char* e
 // ---------------------------------------------------------------------------------------------
 // The runs.
 
+// The log_prob (on `points`) and sample measurements of a model, as --ops asks; returns a sum
+// of results that the caller keeps, so that no call can be optimised away.
+template <class Model>
+double measure_evaluation(const Options& o, const Model& model,
+                          const Mat<typename Model::Scalar>& points, std::mt19937_64& rng,
+                          double flops_per_sample) {
+  double sink = 0;
+  if (wanted(o, "log_prob")) {
+    const Timing t = measure([&] { sink += static_cast<double>(model.log_prob(points).sum()); }, o);
+    report(o, "log_prob", points.cols(), t, flops_per_sample);
+  }
+  if (wanted(o, "sample")) {
+    const Timing t =
+        measure([&] { sink += static_cast<double>(model.sample(o.eval_batch, rng)(0, 0)); }, o);
+    report(o, "sample", o.eval_batch, t, flops_per_sample);
+  }
+  return sink;
+}
+
 // Maximum likelihood (configurations a and b): train step, log_prob, sample, and the export.
 template <class S>
 void run_realnvp(const Options& o) {
@@ -477,17 +496,8 @@ void run_realnvp(const Options& o) {
 
   // log_prob of a large batch (training columns, tiled when the data are fewer).
   const Mat<S> big = tile_columns(train, o.eval_batch);
-  if (wanted(o, "log_prob")) {
-    const Timing lp_t = measure([&] { sink += static_cast<double>(model.log_prob(big).sum()); }, o);
-    report(o, "log_prob", o.eval_batch, lp_t, f_fwd);
-  }
-
   std::mt19937_64 rng(3);
-  if (wanted(o, "sample")) {
-    const Timing s_t =
-        measure([&] { sink += static_cast<double>(model.sample(o.eval_batch, rng)(0, 0)); }, o);
-    report(o, "sample", o.eval_batch, s_t, f_fwd);
-  }
+  sink += measure_evaluation(o, model, big, rng, f_fwd);
 
   if (!o.export_dir.empty()) {
     // The trained parameters, log_prob of the test data, and the loss and gradient of the mean
@@ -537,16 +547,7 @@ void run_planar(const Options& o) {
 
   // log_prob by the numerical inverse, on samples of the model.
   const Mat<S> big = model.sample(o.eval_batch, rng);
-  if (wanted(o, "log_prob")) {
-    const Timing lp_t = measure([&] { sink += static_cast<double>(model.log_prob(big).sum()); }, o);
-    report(o, "log_prob", o.eval_batch, lp_t, f_fwd);
-  }
-
-  if (wanted(o, "sample")) {
-    const Timing s_t =
-        measure([&] { sink += static_cast<double>(model.sample(o.eval_batch, rng)(0, 0)); }, o);
-    report(o, "sample", o.eval_batch, s_t, f_fwd);
-  }
+  sink += measure_evaluation(o, model, big, rng, f_fwd);
 
   if (!o.export_dir.empty()) {
     nflow::save_parameters(model, export_path(o, "params", ".txt"));
