@@ -633,15 +633,24 @@ void check_poisoned_call(F&& call, const Mat<S>& m, Index row, Index bad, S pois
   CHECK_FALSE(dirty.col(bad).allFinite());
 }
 
-/// Every parameter, copied, in for_each_parameter order (empty for a non-trainable type).
+/// Every parameter of a bijector or model, copied, in for_each_parameter order (empty for a
+/// type without parameters).
 template <class B>
 std::vector<Mat<typename B::Scalar>> parameters(B b) {
   using S = typename B::Scalar;
   std::vector<Mat<S>> out;
-  if constexpr (nflow::TrainableFlow<B>) {
-    b.for_each_parameter([&](const std::string&, Mat<S>& value, Mat<S>&) { out.push_back(value); });
+  if constexpr (requires { b.for_each_parameter([](const std::string&, auto&, auto&) {}); }) {
+    b.for_each_parameter(
+        [&](const std::string&, const auto& value, auto&) { out.push_back(Mat<S>(value)); });
   }
   return out;
+}
+
+/// The non-finite values the tests put into a batch: NaN, +Inf and -Inf.
+template <class S>
+std::vector<S> poisons() {
+  return {std::numeric_limits<S>::quiet_NaN(), std::numeric_limits<S>::infinity(),
+          -std::numeric_limits<S>::infinity()};
 }
 
 /// NaN, +Inf and -Inf in one column of a batch change no other column of any call, and leave
@@ -652,9 +661,7 @@ void check_non_finite(const B& b, const Context& ctx) {
   const auto before = parameters(b);
   const Mat<S> z = random_points<S>(b.dim(), 4, ctx.seed + 8);
   const Mat<S> x = b.forward(z);
-  const S poisons[] = {std::numeric_limits<S>::quiet_NaN(), std::numeric_limits<S>::infinity(),
-                       -std::numeric_limits<S>::infinity()};
-  for (S poison : poisons) {
+  for (S poison : poisons<S>()) {
     for (Index row : {Index(0), b.dim() - 1}) {
       const std::string where = ctx.describe();
       check_poisoned_call<S>([&](const Mat<S>& m) { return b.forward_and_log_det(m); }, z, row, 1,

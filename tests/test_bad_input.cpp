@@ -336,22 +336,6 @@ namespace {
 
 constexpr Index kCols = 5, kBad = 2;
 
-/// Stacks a call's result into one matrix, one column per input column.
-template <class S>
-Mat<S> stack(const nflow::ValueAndLogDet<S>& r) {
-  Mat<S> m(r.value.rows() + 1, r.value.cols());
-  m << r.value, r.log_det;
-  return m;
-}
-template <class S>
-Mat<S> stack(const Mat<S>& m) {
-  return m;
-}
-template <class S>
-Mat<S> stack(const Row<S>& r) {
-  return r;
-}
-
 /// Relative tolerance of a column evaluated in one batch against the same column evaluated in
 /// a batch of another width: Eigen picks its product kernel by the batch width (matrix-vector
 /// for one column, blocked matrix-matrix for several, with the columns beyond a multiple of 4
@@ -372,13 +356,13 @@ void check_isolated(F&& call, const Mat<S>& m, Index row, S poison, const std::s
   poisoned(row, kBad) = poison;
   Mat<S> others(m.rows(), m.cols() - 1);
   others << m.leftCols(kBad), m.rightCols(m.cols() - kBad - 1);
-  const Mat<S> dirty = stack<S>(call(poisoned)), clean = stack<S>(call(m));
-  const Mat<S> rest = stack<S>(call(others));
+  const Mat<S> dirty = props::stacked<S>(call(poisoned)), clean = props::stacked<S>(call(m));
+  const Mat<S> rest = props::stacked<S>(call(others));
   INFO(where << ": entry (" << row << ", " << kBad << ") set to " << poison);
   REQUIRE(dirty.cols() == m.cols());
   for (Index j = 0; j < m.cols(); ++j) {
     if (j == kBad) continue;
-    const Mat<S> alone = stack<S>(call(Mat<S>(m.col(j))));
+    const Mat<S> alone = props::stacked<S>(call(Mat<S>(m.col(j))));
     const Mat<S> in_rest = rest.col(j < kBad ? j : j - 1);
     INFO("column " << j << ": in the poisoned batch " << props::show(dirty.col(j))
                    << ", in the clean batch " << props::show(clean.col(j))
@@ -393,22 +377,6 @@ void check_isolated(F&& call, const Mat<S>& m, Index row, S poison, const std::s
   }
   INFO("the poisoned column gives " << props::show(dirty.col(kBad)));
   CHECK_FALSE(dirty.col(kBad).allFinite());
-}
-
-template <class S>
-std::vector<S> poisons() {
-  return {std::numeric_limits<S>::quiet_NaN(), std::numeric_limits<S>::infinity(),
-          -std::numeric_limits<S>::infinity()};
-}
-
-/// Every parameter of a model, copied, in for_each_parameter order.
-template <class M>
-std::vector<Mat<typename M::Scalar>> model_parameters(M m) {
-  std::vector<Mat<typename M::Scalar>> out;
-  m.for_each_parameter([&](const std::string&, auto& value, auto&) {
-    out.push_back(Mat<typename M::Scalar>(value));
-  });
-  return out;
 }
 
 template <class T>
@@ -427,7 +395,7 @@ void check_non_finite(const B& b, const std::string& name) {
   const Mat<S> z = props::random_points<S>(b.dim(), kCols, 41);
   const Mat<S> x = b.forward(z);
   REQUIRE(x.allFinite());
-  for (S poison : poisons<S>()) {
+  for (S poison : props::poisons<S>()) {
     for (Index row : {Index(0), b.dim() - 1}) {
       check_isolated<S>([&](const Mat<S>& m) { return b.forward_and_log_det(m); }, z, row, poison,
                         name + " forward_and_log_det");
@@ -442,7 +410,7 @@ void check_non_finite(const B& b, const std::string& name) {
   // Log-dets alone: a poisoned column's log-det may legitimately stay finite (a permutation's
   // is 0; a saturated tanh gives a finite one), so only the other columns are checked here:
   // bit for bit against the clean batch, to kAloneTolerance against each column by itself.
-  for (S poison : poisons<S>()) {
+  for (S poison : props::poisons<S>()) {
     Mat<S> zp = z, xp = x;
     zp(0, kBad) = poison;
     xp(0, kBad) = poison;
@@ -468,16 +436,16 @@ void check_non_finite(const B& b, const std::string& name) {
 template <class M>
 void check_non_finite_log_prob(const M& model, const std::string& name) {
   using S = typename M::Scalar;
-  const auto before = model_parameters(model);
+  const auto before = props::parameters(model);
   std::mt19937_64 rng(43);
   const Mat<S> x = model.sample(kCols, rng);
   REQUIRE(x.allFinite());
-  for (S poison : poisons<S>())
+  for (S poison : props::poisons<S>())
     for (Index row : {Index(0), model.dim() - 1})
       check_isolated<S>([&](const Mat<S>& m) { return Row<S>(model.log_prob(m)); }, x, row, poison,
                         name + " log_prob");
   INFO(name << ": parameters after non-finite input");
-  CHECK(same_parameters(model_parameters(model), before));
+  CHECK(same_parameters(props::parameters(model), before));
 }
 
 }  // namespace
@@ -508,10 +476,10 @@ TEMPLATE_TEST_CASE("a non-finite entry changes only its own column, in every cha
   // The model's own parameters (here the diagonal base's) are untouched by the poisoned call
   // also when the call goes through the model's mutable handle.
   auto model = nflow::TransformedDistribution(chain<S>(), diagonal<S>());
-  const auto before = model_parameters(model);
+  const auto before = props::parameters(model);
   Mat<S> x = Mat<S>::Constant(3, 4, S(0.25));
   x(1, 2) = std::numeric_limits<S>::quiet_NaN();
   const Row<S> lp = model.log_prob(x);
   CHECK(std::isnan(lp(2)));
-  CHECK(same_parameters(model_parameters(model), before));
+  CHECK(same_parameters(props::parameters(model), before));
 }
