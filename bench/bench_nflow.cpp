@@ -47,6 +47,8 @@
 #include <string>
 #include <vector>
 
+#include "args.hpp"
+
 // ---------------------------------------------------------------------------------------------
 // Counting heap allocations. Eigen allocates through std::malloc and libstdc++'s operator new
 // calls malloc, so every heap allocation of the program passes here.
@@ -94,26 +96,19 @@ const char* const usage =
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      std::printf("%s", usage);
-      std::exit(0);
-    }
-    if (i + 1 >= argc) throw std::invalid_argument("missing value after " + a);
-    const std::string v = argv[++i];
+  examples::for_each_flag(argc, argv, usage, [&](const std::string& a, const std::string& v) {
     if (a == "--config")
       o.config = v;
     else if (a == "--scalar")
       o.scalar = v;
     else if (a == "--threads")
-      o.threads = std::stoi(v);
+      o.threads = static_cast<int>(examples::parse_positive(a, v));
     else if (a == "--min-time")
       o.min_time = std::stod(v);
     else if (a == "--repeats")
-      o.repeats = std::stoi(v);
+      o.repeats = static_cast<int>(examples::parse_positive(a, v));
     else if (a == "--eval-batch")
-      o.eval_batch = std::stol(v);
+      o.eval_batch = static_cast<Index>(examples::parse_positive(a, v));
     else if (a == "--export")
       o.export_dir = v;
     else if (a == "--data")
@@ -122,7 +117,7 @@ Options parse(int argc, char** argv) {
       o.ops = v;
     else
       throw std::invalid_argument("unknown option " + a + " (see --help)");
-  }
+  });
   if (o.config != "a" && o.config != "b" && o.config != "c" && o.config != "gemm")
     throw std::invalid_argument("--config: a, b, c or gemm");
   if (o.scalar != "float" && o.scalar != "double")
@@ -396,27 +391,19 @@ PlanarFlow<S> make_planar(std::uint64_t seed) {
   return PlanarFlow<S>(std::move(chain));
 }
 
-// Gradients in save_parameters' format (name rows cols, then the values column-major).
+// A model seen through its gradients: for_each_parameter hands out each gradient where the
+// model hands out the value, so that nflow::save_parameters writes the gradients in its format.
 template <class Model>
-void save_gradients(Model& model, const std::string& path) {
-  using M = Mat<typename Model::Scalar>;
-  std::vector<std::string> names;
-  std::vector<const M*> grads;
-  model.for_each_parameter([&](const std::string& name, M&, M& g) {
-    names.push_back(name);
-    grads.push_back(&g);
-  });
-  std::ofstream out(path);
-  out << "nflow-parameters 1\n" << names.size() << '\n';
-  out.precision(std::numeric_limits<typename Model::Scalar>::max_digits10);
-  for (std::size_t k = 0; k < names.size(); ++k) {
-    out << names[k] << ' ' << grads[k]->rows() << ' ' << grads[k]->cols() << '\n';
-    for (Index i = 0; i < grads[k]->size(); ++i)
-      out << (i ? " " : "") << grads[k]->data()[i];
-    out << '\n';
+struct GradientView {
+  using Scalar = typename Model::Scalar;
+  Model& model;
+  template <class F>
+  void for_each_parameter(F&& f) {
+    model.for_each_parameter([&](const std::string& name, Mat<Scalar>& value, Mat<Scalar>& grad) {
+      f(name, grad, value);
+    });
   }
-  if (!out) throw std::runtime_error("cannot write " + path);
-}
+};
 
 void write_number(const std::string& path, double v) {
   std::ofstream out(path);
@@ -426,6 +413,33 @@ void write_number(const std::string& path, double v) {
 
 std::string export_path(const Options& o, const std::string& what, const char* ext) {
   return o.export_dir + "/" + what + "_" + o.config + "_" + o.scalar + ext;
+}
+
+// The export for the same-function check: the parameters, the points x with log_prob(x), and
+// the loss that `loss` computes (it fills the model's gradients) with those gradients.
+template <class Model, class Loss>
+void export_check(const Options& o, Model& model, const Mat<typename Model::Scalar>& x,
+                  Loss&& loss) {
+  nflow::save_parameters(model, export_path(o, "params", ".txt"));
+  nflow::save_csv(export_path(o, "check_x", ".csv"), x);
+  nflow::save_csv(export_path(o, "check_logp", ".csv"), model.log_prob(x));
+  model.zero_grad();
+  write_number(export_path(o, "check_loss", ".txt"), static_cast<double>(loss()));
+  GradientView<Model> gradients{model};
+  nflow::save_parameters(gradients, export_path(o, "check_grad", ".txt"));
+  model.zero_grad();
+}
+
+// The training-step measurement when --ops asks for it; otherwise, before an export, the
+// fixed number of steps that takes the parameters away from their initialisation.
+template <class Step>
+void measure_training(const Options& o, Step& train_step, Index batch, double flops_per_sample) {
+  if (wanted(o, "train")) {
+    report(o, "train", batch, measure(train_step, o), flops_per_sample);
+  } else if (!o.export_dir.empty()) {
+    for (int k = 0; k < kExportSteps; ++k)
+      train_step();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -486,13 +500,7 @@ void run_realnvp(const Options& o) {
     if (adam.step(model) != nflow::StepStatus::applied)
       throw std::runtime_error("non-finite gradient in the training benchmark");
   };
-  if (wanted(o, "train")) {
-    const Timing train_t = measure(train_step, o);
-    report(o, "train", batch, train_t, 3 * f_fwd);
-  } else if (!o.export_dir.empty()) {
-    for (int k = 0; k < kExportSteps; ++k)
-      train_step();
-  }
+  measure_training(o, train_step, batch, 3 * f_fwd);
 
   // log_prob of a large batch (training columns, tiled when the data are fewer).
   const Mat<S> big = tile_columns(train, o.eval_batch);
@@ -502,15 +510,8 @@ void run_realnvp(const Options& o) {
   if (!o.export_dir.empty()) {
     // The trained parameters, log_prob of the test data, and the loss and gradient of the mean
     // NLL over the whole test set, for the PyTorch model to reproduce.
-    nflow::save_parameters(model, export_path(o, "params", ".txt"));
-    nflow::save_csv(export_path(o, "check_x", ".csv"), test);
-    nflow::save_csv(export_path(o, "check_logp", ".csv"), model.log_prob(test));
-    model.zero_grad();
     nflow::TrainingCache<RealNvp<S>> c2;
-    const double loss = static_cast<double>(nflow::mean_nll_backward(model, test, c2));
-    write_number(export_path(o, "check_loss", ".txt"), loss);
-    save_gradients(model, export_path(o, "check_grad", ".txt"));
-    model.zero_grad();
+    export_check(o, model, test, [&] { return nflow::mean_nll_backward(model, test, c2); });
   }
   if (sink == 12345.678) std::fprintf(stderr, "(sink)\n");
 }
@@ -537,33 +538,21 @@ void run_planar(const Options& o) {
     if (adam.step(model) != nflow::StepStatus::applied)
       throw std::runtime_error("non-finite gradient in the training benchmark");
   };
-  if (wanted(o, "train")) {
-    const Timing train_t = measure(train_step, o);
-    report(o, "train", o.train_batch, train_t, f_train);
-  } else if (!o.export_dir.empty()) {
-    for (int k = 0; k < kExportSteps; ++k)
-      train_step();
-  }
+  measure_training(o, train_step, o.train_batch, f_train);
 
   // log_prob by the numerical inverse, on samples of the model.
   const Mat<S> big = model.sample(o.eval_batch, rng);
   sink += measure_evaluation(o, model, big, rng, f_fwd);
 
   if (!o.export_dir.empty()) {
-    nflow::save_parameters(model, export_path(o, "params", ".txt"));
     std::mt19937_64 check_rng(11);
     const Mat<S> x = model.sample(4096, check_rng);
-    nflow::save_csv(export_path(o, "check_x", ".csv"), x);
-    nflow::save_csv(export_path(o, "check_logp", ".csv"), model.log_prob(x));
     const Mat<S> eps = nflow::detail::standard_normal_noise<S>("bench", 2, 4096, check_rng);
     nflow::save_csv(export_path(o, "check_eps", ".csv"), eps);
-    model.zero_grad();
     nflow::TrainingCache<PlanarFlow<S>> c2;
-    const double loss =
-        static_cast<double>(nflow::reverse_kl_backward(model, eps, u1_target<S>, S(1), c2).loss);
-    write_number(export_path(o, "check_loss", ".txt"), loss);
-    save_gradients(model, export_path(o, "check_grad", ".txt"));
-    model.zero_grad();
+    export_check(o, model, x, [&] {
+      return nflow::reverse_kl_backward(model, eps, u1_target<S>, S(1), c2).loss;
+    });
   }
   if (sink == 12345.678) std::fprintf(stderr, "(sink)\n");
 }

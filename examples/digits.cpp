@@ -67,14 +67,7 @@ const char* const usage =
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::printf("%s", usage);
-      std::exit(0);
-    }
-    if (i + 1 >= argc) throw std::invalid_argument("missing value after " + flag);
-    const std::string v = argv[++i];
+  examples::for_each_flag(argc, argv, usage, [&](const std::string& flag, const std::string& v) {
     if (flag == "--seed") {
       a.seed = examples::parse_count(flag, v);
     } else if (flag == "--steps") {
@@ -89,7 +82,7 @@ Args parse_args(int argc, char** argv) {
       throw std::invalid_argument("unknown flag " + flag +
                                   " (flags: --seed --steps --out --data --premap)");
     }
-  }
+  });
   if (a.premap != "logit" && a.premap != "standardise") {
     throw std::invalid_argument("--premap: expected logit or standardise, got " + a.premap);
   }

@@ -212,14 +212,7 @@ const char* const usage =
 
 Options parse_options(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      std::printf("%s", usage);
-      std::exit(0);
-    }
-    if (i + 1 >= argc) throw std::invalid_argument("missing value after " + a);
-    const std::string v = argv[++i];
+  examples::for_each_flag(argc, argv, usage, [&](const std::string& a, const std::string& v) {
     if (a == "--steps")
       o.steps = static_cast<long>(examples::parse_positive(a, v));
     else if (a == "--restarts")
@@ -234,7 +227,7 @@ Options parse_options(int argc, char** argv) {
       o.lengths = examples::parse_list(a, v);
     else
       throw std::invalid_argument("unknown option " + a + " (see --help)");
-  }
+  });
   for (int id : o.energies)
     if (id < 1 || id > 4) throw std::invalid_argument("--energies: numbers 1 to 4");
   for (int k : o.lengths)

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <sstream>
 #include <stdexcept>
@@ -41,6 +43,22 @@ inline std::vector<int> parse_list(const std::string& flag, const std::string& t
     v.push_back(static_cast<int>(parse_positive(flag, item)));
   if (v.empty()) throw std::invalid_argument(flag + " expects a list such as 2,8,32, got nothing");
   return v;
+}
+
+/// Walks a command line of "--flag value" pairs: on --help or -h prints `usage` and exits;
+/// otherwise calls on_flag(flag, value) for each pair, and throws std::invalid_argument when
+/// the last flag has no value. on_flag rejects the flags it does not know.
+template <class F>
+void for_each_flag(int argc, char** argv, const char* usage, F&& on_flag) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::printf("%s", usage);
+      std::exit(0);
+    }
+    if (i + 1 >= argc) throw std::invalid_argument("missing value after " + flag);
+    on_flag(flag, std::string(argv[++i]));
+  }
 }
 
 }  // namespace examples
